@@ -1,0 +1,1 @@
+"""The `unlearn` command line: one typer app, sub-commands registered per concern."""

@@ -1,0 +1,1 @@
+"""Network architectures (registry by name) and safetensors checkpoint I/O."""
