@@ -6,10 +6,11 @@ command modules import heavy libraries inside the command functions only.
 
 import typer
 
-from cli import ml, service
+from cli import bench, ml, service
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Unlearning service and tools.")
 ml.register(app)
+bench.register(app)
 service.register(app)
 
 if __name__ == "__main__":

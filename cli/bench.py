@@ -1,0 +1,7 @@
+"""`unlearn bench`: benchmark presets that compare unlearning methods against retraining."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the bench command to the `unlearn` app."""

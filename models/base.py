@@ -1,0 +1,80 @@
+"""The `Classifier` base every architecture extends: normalisation first, features, head, masks."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from models.spec import ModelSpec
+
+
+class Classifier(nn.Module):
+    """An image classifier split into `features` (penultimate embedding) and `head` (logits).
+
+    Inputs are float tensors in [0, 1] (B x C x H x W); the dataset's mean/std live in buffers and are
+    applied first, so noise added by attackers and augmentation is in pixel space.
+
+    Pruned (sparse) models carry `masks`: parameter name -> bool tensor of the same shape, False where the
+    weight is pruned. Training and unlearning call `apply_masks()` after every optimiser step so pruned
+    weights stay exactly zero; checkpoints store them as `mask.<param name>` tensors.
+    """
+
+    head: nn.Module
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        channels = spec.in_channels
+        self.register_buffer("input_mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, channels, 1, 1))
+        self.register_buffer("input_std", torch.tensor(spec.std, dtype=torch.float32).view(1, channels, 1, 1))
+        self.masks: dict[str, Tensor] = {}
+
+    def normalise(self, x: Tensor) -> Tensor:
+        return (x - self.input_mean) / self.input_std
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Penultimate features of already-normalised inputs; implemented by each architecture."""
+        raise NotImplementedError
+
+    def features(self, x: Tensor) -> Tensor:
+        """B x D penultimate features of [0, 1] inputs."""
+        return self.embed(self.normalise(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+    def set_masks(self, masks: dict[str, Tensor] | None) -> None:
+        """Attach pruning masks (validated against the parameters) and zero the pruned weights."""
+        params = dict(self.named_parameters())
+        checked: dict[str, Tensor] = {}
+        for name, mask in (masks or {}).items():
+            if name not in params:
+                raise ValueError(f"mask for unknown parameter {name!r}")
+            if tuple(mask.shape) != tuple(params[name].shape):
+                raise ValueError(
+                    f"mask for {name!r} has shape {tuple(mask.shape)}, parameter has {tuple(params[name].shape)}"
+                )
+            checked[name] = mask.to(device=params[name].device, dtype=torch.bool)
+        self.masks = checked
+        self.apply_masks()
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        """Zero every masked-out weight (no-op for dense models)."""
+        if not self.masks:
+            return
+        params = dict(self.named_parameters())
+        for name, mask in self.masks.items():
+            param = params[name]
+            if mask.device != param.device:
+                mask = mask.to(param.device)
+                self.masks[name] = mask
+            param.mul_(mask.to(param.dtype))
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        """Keep masks on the parameters' device when the model is moved with .to()/.cuda()."""
+        result = super()._apply(fn, recurse)
+        if self.masks:
+            device = next(self.parameters()).device
+            self.masks = {name: mask.to(device) for name, mask in self.masks.items()}
+        return result
