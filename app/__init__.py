@@ -1,0 +1,1 @@
+"""FastAPI edge of the unlearning service: routes, schemas, auth, errors. Never imports torch."""

@@ -1,0 +1,1 @@
+"""The hash-chained audit log over HTTP: paginated reading and verification."""

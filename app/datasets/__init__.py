@@ -1,0 +1,1 @@
+"""Datasets and their samples: registration (bulk-loading the sample table) and browsing."""

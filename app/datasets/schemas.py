@@ -1,0 +1,33 @@
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from app.schemas import StrictModel, Text
+
+
+class DatasetCreate(StrictModel):
+    name: Text = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
+    format: Literal["imagefolder", "digits", "npz"]
+    uri: Text | None = Field(default=None, min_length=1, max_length=1000)
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Loader options (seed, fractions, ...)."
+    )
+
+
+class DatasetOut(BaseModel):
+    id: str
+    name: str
+    format: str
+    uri: str | None
+    options: dict[str, Any]
+    num_classes: int
+    class_names: list[str]
+    split_counts: dict[str, int]
+    created_at: datetime
+
+
+class SampleOut(BaseModel):
+    sample_id: str
+    label: int
+    split: str

@@ -1,0 +1,110 @@
+"""Register a dataset by cataloguing its samples (no image decoding), list and browse it."""
+
+from datetime import datetime
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from app.datasets.schemas import DatasetCreate, DatasetOut, SampleOut
+from app.db.audit import AuditEventType, append_audit_event
+from app.db.models import Dataset, Sample, Split, new_id
+from app.errors import ProblemError, error_item, invalid, not_found
+from app.pagination import decode_cursor, encode_cursor
+from app.schemas import Page
+from unlearning.catalog import CatalogError, list_samples
+
+INSERT_BATCH = 5000
+
+
+def to_out(dataset: Dataset) -> DatasetOut:
+    return DatasetOut.model_validate(dataset, from_attributes=True)
+
+
+def register_dataset(session: Session, body: DatasetCreate, *, actor: str | None) -> Dataset:
+    if session.execute(select(Dataset.id).where(Dataset.name == body.name)).first() is not None:
+        raise ProblemError(
+            409,
+            f"a dataset named {body.name!r} already exists",
+            slug="conflict",
+            errors=[error_item("name", "already taken", value=body.name)],
+        )
+    if body.format != "digits" and body.uri is None:
+        raise invalid("uri", f"uri is required for format {body.format!r}")
+    try:
+        catalog = list_samples(body.format, body.uri, body.options)
+    except CatalogError as error:
+        raise invalid(error.field, str(error)) from None
+    dataset = Dataset(
+        id=new_id("ds"),
+        name=body.name,
+        format=body.format,
+        uri=body.uri,
+        options=body.options,
+        num_classes=catalog.num_classes,
+        class_names=catalog.class_names,
+        split_counts=catalog.split_counts(),
+    )
+    session.add(dataset)
+    session.flush()
+    rows = [
+        {"dataset_id": dataset.id, "sample_id": s.sample_id, "label": s.label, "split": s.split}
+        for s in catalog.samples
+    ]
+    for start in range(0, len(rows), INSERT_BATCH):
+        session.execute(insert(Sample), rows[start : start + INSERT_BATCH])
+    append_audit_event(
+        session,
+        AuditEventType.dataset_registered,
+        actor=actor,
+        data={
+            "dataset_id": dataset.id,
+            "name": dataset.name,
+            "format": dataset.format,
+            "split_counts": dataset.split_counts,
+        },
+    )
+    return dataset
+
+
+def get_dataset(session: Session, dataset_id: str, *, field: str = "id", where: str = "path") -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise not_found("dataset", dataset_id, field=field, where=where)
+    return dataset
+
+
+def list_datasets(session: Session, secret: str, cursor: str | None, limit: int) -> Page[DatasetOut]:
+    query = select(Dataset).order_by(Dataset.created_at, Dataset.id)
+    if cursor:
+        created_at, last_id = decode_cursor(secret, "datasets", {}, cursor, (datetime, str))
+        query = query.where(
+            (Dataset.created_at > created_at) | ((Dataset.created_at == created_at) & (Dataset.id > last_id))
+        )
+    rows = session.execute(query.limit(limit + 1)).scalars().all()
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(secret, "datasets", {}, [rows[-1].created_at, rows[-1].id])
+    return Page(data=[to_out(d) for d in rows], next_cursor=next_cursor)
+
+
+def list_dataset_samples(
+    session: Session, secret: str, dataset_id: str, split: Split | None, cursor: str | None, limit: int
+) -> Page[SampleOut]:
+    get_dataset(session, dataset_id)
+    filters = {"dataset_id": dataset_id, "split": split.value if split else None}
+    query = select(Sample).where(Sample.dataset_id == dataset_id).order_by(Sample.id)
+    if split is not None:
+        query = query.where(Sample.split == split.value)
+    if cursor:
+        (last_row,) = decode_cursor(secret, "samples", filters, cursor, (int,))
+        query = query.where(Sample.id > last_row)
+    rows = session.execute(query.limit(limit + 1)).scalars().all()
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(secret, "samples", filters, [rows[-1].id])
+    return Page(
+        data=[SampleOut(sample_id=r.sample_id, label=r.label, split=r.split) for r in rows],
+        next_cursor=next_cursor,
+    )

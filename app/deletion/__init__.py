@@ -1,0 +1,1 @@
+"""Deletion requests: validation, idempotent creation, status, listing, cancellation, audit reports."""

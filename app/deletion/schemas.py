@@ -1,0 +1,72 @@
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StrictInt, UrlConstraints
+
+from app.db.models import RequestStatus
+from app.schemas import Text
+
+SampleId = Annotated[Text, Field(min_length=1, max_length=512)]
+CallbackUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2000, allowed_schemes=["http", "https"])]
+
+
+class DeletionRequestCreate(BaseModel):
+    """Forget either `sample_ids` (train samples of the model's dataset) or a whole `class`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: Text = Field(min_length=1, max_length=40)
+    sample_ids: list[SampleId] | None = Field(default=None, description="Sample ids to forget (train split).")
+    class_: StrictInt | Text | None = Field(
+        default=None, alias="class", description="A class index or name: forget every train sample of it."
+    )
+    method: Text = Field(default="dau", min_length=1, max_length=64)
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Method hyperparameters, plus optional "reference": "retrain" for the audit.',
+    )
+    external_ref: Text | None = Field(default=None, min_length=1, max_length=200)
+    callback_url: CallbackUrl | None = None
+
+
+class RequestLinks(BaseModel):
+    self: str
+    cancel: str
+    model: str
+    audit: str | None = None
+    checkpoint: str | None = None
+    result_version: str | None = None
+
+
+class DeletionRequestOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    model_id: str
+    external_ref: str | None
+    kind: str
+    sample_ids: list[str] | None
+    sample_count: int | None
+    class_: int | None = Field(serialization_alias="class")
+    method: str
+    params: dict[str, Any]
+    status: RequestStatus
+    progress: float
+    stage: str | None
+    error: dict[str, Any] | None
+    received_at: datetime
+    due_at: datetime
+    overdue: bool
+    started_at: datetime | None
+    finished_at: datetime | None
+    result_version_id: str | None
+    cancel_requested: bool
+    callback_url: str | None
+    links: RequestLinks
+
+
+class AuditReportOut(BaseModel):
+    request_id: str
+    version_id: str
+    created_at: datetime
+    report: dict[str, Any]

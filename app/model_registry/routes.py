@@ -1,0 +1,150 @@
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import EnqueueDep, SettingsDep, page_limit
+from app.auth import ModelsRead, ModelsWrite
+from app.db.models import ModelStatus
+from app.db.session import SessionDep
+from app.errors import ProblemError, problem_from_validation
+from app.model_registry import service
+from app.model_registry.schemas import UPLOAD_FORM_SCHEMA, ModelOut, ModelTrainCreate, ModelVersionOut
+from app.model_registry.upload import receive_upload
+from app.queue import TRAIN_BASE_MODEL_TASK
+from app.schemas import Cursor, Limit, Page
+
+router = APIRouter(tags=["models"])
+
+CREATE_MODEL_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ModelTrainCreate"}},
+            "multipart/form-data": {"schema": UPLOAD_FORM_SCHEMA},
+        },
+    }
+}
+
+
+@router.post(
+    "/v1/models",
+    status_code=202,
+    response_model=ModelOut,
+    openapi_extra=CREATE_MODEL_BODY,
+    responses={
+        201: {"model": ModelOut, "description": "Registered from an uploaded checkpoint (version 1)."}
+    },
+)
+async def create_model(
+    request: Request, session: SessionDep, settings: SettingsDep, enqueue: EnqueueDep, principal: ModelsWrite
+) -> JSONResponse:
+    """Register a model: JSON asks a worker to train one (202, status `training`); a multipart upload of a
+    safetensors checkpoint (fields `name`, `dataset_id`, `checkpoint`) registers it as version 1 (201)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type.startswith("multipart/form-data"):
+        upload = await receive_upload(request, settings)
+        model = await run_in_threadpool(
+            service.register_upload,
+            session,
+            settings,
+            name=upload.name,
+            dataset_id=upload.dataset_id,
+            temp_path=upload.temp_path,
+            actor=principal.key_id,
+        )
+        await run_in_threadpool(session.commit)
+        status = 201
+    else:
+        try:
+            body = ModelTrainCreate.model_validate_json(await request.body())
+        except ValidationError as error:
+            raise problem_from_validation(error) from None
+        model = await run_in_threadpool(service.request_training, session, body, actor=principal.key_id)
+        await run_in_threadpool(session.commit)
+        await run_in_threadpool(enqueue, TRAIN_BASE_MODEL_TASK, [model.id])
+        status = 202
+    return JSONResponse(
+        service.model_out(model).model_dump(mode="json"),
+        status_code=status,
+        headers={"Location": f"/v1/models/{model.id}"},
+    )
+
+
+@router.get("/v1/models", response_model=Page[ModelOut])
+def list_models(
+    session: SessionDep,
+    settings: SettingsDep,
+    _: ModelsRead,
+    dataset_id: str | None = Query(default=None, max_length=40),
+    status: ModelStatus | None = Query(default=None),
+    cursor: Cursor = None,
+    limit: Limit = None,
+) -> Page[ModelOut]:
+    return service.list_models(
+        session,
+        settings.server_secret,
+        dataset_id=dataset_id,
+        status=status,
+        cursor=cursor,
+        limit=page_limit(settings, limit),
+    )
+
+
+@router.get("/v1/models/{model_id}", response_model=ModelOut)
+def get_model(model_id: str, session: SessionDep, _: ModelsRead) -> ModelOut:
+    return service.model_out(service.get_model(session, model_id))
+
+
+@router.get("/v1/models/{model_id}/versions", response_model=Page[ModelVersionOut])
+def list_versions(
+    model_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    _: ModelsRead,
+    cursor: Cursor = None,
+    limit: Limit = None,
+) -> Page[ModelVersionOut]:
+    return service.list_versions(
+        session, settings.server_secret, model_id, cursor, page_limit(settings, limit)
+    )
+
+
+@router.get("/v1/model-versions/{version_id}", response_model=ModelVersionOut)
+def get_version(version_id: str, session: SessionDep, _: ModelsRead) -> ModelVersionOut:
+    return service.version_out(service.get_version(session, version_id))
+
+
+def _etag_matches(if_none_match: str, etag: str) -> bool:
+    candidates = [c.strip() for c in if_none_match.split(",")]
+    return any(c == "*" or c.removeprefix("W/") == etag for c in candidates)
+
+
+@router.get(
+    "/v1/model-versions/{version_id}/checkpoint",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The safetensors file."},
+        304: {"description": "Not modified (If-None-Match matched the ETag)."},
+    },
+)
+def download_checkpoint(version_id: str, request: Request, session: SessionDep, _: ModelsRead) -> Response:
+    """Stream the checkpoint; `ETag` is the quoted sha256 of the file."""
+    version = service.get_version(session, version_id)
+    path, etag = version.checkpoint_uri, f'"{version.sha256}"'
+    session.rollback()  # end the read transaction before streaming
+    if _etag_matches(request.headers.get("if-none-match", ""), etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    if not Path(path).is_file():
+        raise ProblemError(
+            410, f"the checkpoint file of version {version_id} is no longer available", slug="gone"
+        )
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        filename=f"{version_id}.safetensors",
+        headers={"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"},
+    )

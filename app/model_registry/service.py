@@ -1,0 +1,253 @@
+"""Models: ask a worker to train one, or register an uploaded checkpoint as version 1; browse versions."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.datasets.service import get_dataset
+from app.db.audit import AuditEventType, append_audit_event
+from app.db.models import Job, JobKind, JobStatus, Model, ModelStatus, ModelVersion, new_id
+from app.db.ops import add_model_version
+from app.errors import ProblemError, error_item, invalid, not_found
+from app.model_registry.schemas import ModelLinks, ModelOut, ModelTrainCreate, ModelVersionOut, VersionLinks
+from app.pagination import decode_cursor, encode_cursor
+from app.schemas import Page
+from app.settings import Settings
+from models.checkpoint_header import CheckpointError, read_header
+
+WEIGHTS_CHECK_TIMEOUT_S = 300
+_WEIGHTS_CHECK_SCRIPT = """
+import json, sys
+from models.checkpoint import CheckpointError, load_checkpoint
+try:
+    load_checkpoint(sys.argv[1])
+    print(json.dumps({"ok": True}))
+except CheckpointError as error:
+    print(json.dumps({"ok": False, "error": str(error)}))
+"""
+
+
+def model_out(model: Model) -> ModelOut:
+    head = model.head_version_id
+    links = ModelLinks(
+        self=f"/v1/models/{model.id}",
+        versions=f"/v1/models/{model.id}/versions",
+        head_version=f"/v1/model-versions/{head}" if head else None,
+        checkpoint=f"/v1/model-versions/{head}/checkpoint" if head else None,
+    )
+    return ModelOut.model_validate(
+        {**{c: getattr(model, c) for c in ModelOut.model_fields if c != "links"}, "links": links}
+    )
+
+
+def version_out(version: ModelVersion) -> ModelVersionOut:
+    links = VersionLinks(
+        self=f"/v1/model-versions/{version.id}",
+        checkpoint=f"/v1/model-versions/{version.id}/checkpoint",
+        model=f"/v1/models/{version.model_id}",
+    )
+    return ModelVersionOut.model_validate(
+        {**{c: getattr(version, c) for c in ModelVersionOut.model_fields if c != "links"}, "links": links}
+    )
+
+
+def request_training(session: Session, body: ModelTrainCreate, *, actor: str | None) -> Model:
+    """A `training` model plus a queued `train` job; the caller commits and enqueues."""
+    dataset = get_dataset(session, body.dataset_id, field="dataset_id", where="body")
+    model = Model(
+        id=new_id("mdl"),
+        name=body.name,
+        architecture=body.architecture,
+        dataset_id=dataset.id,
+        status=ModelStatus.training,
+        train_params={"recipe": body.train.model_dump(), "width": body.width},
+    )
+    session.add(model)
+    session.flush()
+    job = Job(id=new_id("job"), model_id=model.id, kind=JobKind.train, status=JobStatus.queued)
+    session.add(job)
+    session.flush()
+    append_audit_event(
+        session,
+        AuditEventType.model_training_requested,
+        actor=actor,
+        model_id=model.id,
+        job_id=job.id,
+        data={
+            "name": model.name,
+            "architecture": model.architecture,
+            "dataset_id": dataset.id,
+            "train_params": model.train_params,
+        },
+    )
+    return model
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def check_weights_fit(path: Path) -> str | None:
+    """Load the checkpoint into the architecture its spec names, in a child process (torch stays out of
+    the API process). None when it fits, else the reason."""
+    completed = subprocess.run(
+        [sys.executable, "-c", _WEIGHTS_CHECK_SCRIPT, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=WEIGHTS_CHECK_TIMEOUT_S,
+        check=False,
+    )
+    try:
+        verdict = json.loads(completed.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise RuntimeError(
+            f"checkpoint weight check failed to run (exit {completed.returncode}): {completed.stderr[-2000:]}"
+        ) from None
+    return None if verdict.get("ok") else str(verdict.get("error"))
+
+
+def register_upload(
+    session: Session, settings: Settings, *, name: str, dataset_id: str, temp_path: Path, actor: str | None
+) -> Model:
+    """Validate the uploaded file at `temp_path`, move it into the artifact store and record model + v1.
+
+    The caller commits; on any error the temporary file is removed and nothing is written.
+    """
+    final_path: Path | None = None
+    try:
+        dataset = get_dataset(session, dataset_id, field="dataset_id", where="body")
+        try:
+            header = read_header(temp_path)
+        except CheckpointError as error:
+            raise invalid("checkpoint", str(error).replace(temp_path.name, "the uploaded file")) from None
+        spec = header.spec
+        if spec.num_classes != dataset.num_classes:
+            raise invalid(
+                "checkpoint",
+                f"the checkpoint's spec has num_classes={spec.num_classes} but dataset {dataset.id} has "
+                f"{dataset.num_classes} classes",
+                value={"spec.num_classes": spec.num_classes},
+            )
+        if settings.verify_uploaded_weights:
+            reason = check_weights_fit(temp_path)
+            if reason is not None:
+                raise invalid("checkpoint", reason.replace(temp_path.name, "the uploaded file"))
+        sha256, size_bytes = file_sha256(temp_path)
+        model = Model(
+            id=new_id("mdl"),
+            name=name,
+            architecture=spec.architecture,
+            dataset_id=dataset.id,
+            status=ModelStatus.ready,
+        )
+        session.add(model)
+        session.flush()
+        version_id = new_id("ver")
+        final_path = settings.artifacts / "models" / model.id / f"{version_id}.safetensors"
+        final_path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp_path, final_path)
+        append_audit_event(
+            session,
+            AuditEventType.model_registered,
+            actor=actor,
+            model_id=model.id,
+            data={
+                "name": name,
+                "architecture": spec.architecture,
+                "dataset_id": dataset.id,
+                "source": "upload",
+            },
+        )
+        add_model_version(
+            session,
+            model,
+            checkpoint_uri=str(final_path),
+            sha256=sha256,
+            size_bytes=size_bytes,
+            method="upload",
+            params={"spec": spec.model_dump()},
+            version_id=version_id,
+            actor=actor,
+        )
+        return model
+    except BaseException:
+        temp_path.unlink(missing_ok=True)
+        if final_path is not None:
+            final_path.unlink(missing_ok=True)
+        raise
+
+
+def get_model(session: Session, model_id: str) -> Model:
+    model = session.get(Model, model_id)
+    if model is None:
+        raise not_found("model", model_id)
+    return model
+
+
+def get_version(session: Session, version_id: str) -> ModelVersion:
+    version = session.get(ModelVersion, version_id)
+    if version is None:
+        raise not_found("model version", version_id)
+    return version
+
+
+def list_models(
+    session: Session,
+    secret: str,
+    *,
+    dataset_id: str | None,
+    status: ModelStatus | None,
+    cursor: str | None,
+    limit: int,
+) -> Page[ModelOut]:
+    filters = {"dataset_id": dataset_id, "status": status.value if status else None}
+    query = select(Model).order_by(Model.created_at, Model.id)
+    if dataset_id is not None:
+        query = query.where(Model.dataset_id == dataset_id)
+    if status is not None:
+        query = query.where(Model.status == status.value)
+    if cursor:
+        created_at, last_id = decode_cursor(secret, "models", filters, cursor, (datetime, str))
+        query = query.where(
+            (Model.created_at > created_at) | ((Model.created_at == created_at) & (Model.id > last_id))
+        )
+    rows = session.execute(query.limit(limit + 1)).scalars().all()
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(secret, "models", filters, [rows[-1].created_at, rows[-1].id])
+    return Page(data=[model_out(m) for m in rows], next_cursor=next_cursor)
+
+
+def list_versions(
+    session: Session, secret: str, model_id: str, cursor: str | None, limit: int
+) -> Page[ModelVersionOut]:
+    get_model(session, model_id)
+    filters = {"model_id": model_id}
+    query = select(ModelVersion).where(ModelVersion.model_id == model_id).order_by(ModelVersion.number)
+    if cursor:
+        (last_number,) = decode_cursor(secret, "versions", filters, cursor, (int,))
+        query = query.where(ModelVersion.number > last_number)
+    rows = session.execute(query.limit(limit + 1)).scalars().all()
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(secret, "versions", filters, [rows[-1].number])
+    return Page(data=[version_out(v) for v in rows], next_cursor=next_cursor)
+
+
+def conflict(detail: str, field: str, value: object = None) -> ProblemError:
+    return ProblemError(409, detail, slug="conflict", errors=[error_item(field, detail, value=value)])

@@ -1,0 +1,88 @@
+"""Receiving a checkpoint upload: size cap enforced while streaming to a temporary file."""
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+
+from app.errors import ProblemError, error_item, invalid
+from app.schemas import storable_text
+from app.settings import Settings
+
+CHUNK_BYTES = 1 << 20
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+
+@dataclass
+class ReceivedUpload:
+    name: str
+    dataset_id: str
+    temp_path: Path
+
+
+def too_large(settings: Settings, what: str = "checkpoint") -> ProblemError:
+    return ProblemError(
+        413,
+        f"the upload exceeds the {settings.max_upload_bytes}-byte limit",
+        slug="payload-too-large",
+        errors=[error_item(what, f"larger than {settings.max_upload_bytes} bytes")],
+    )
+
+
+def _text_field(form_value: object, field: str, max_length: int) -> str:
+    if not isinstance(form_value, str):
+        raise invalid(field, "required form field (text)")
+    value = form_value.strip()
+    try:
+        storable_text(value)
+    except ValueError as error:
+        raise invalid(field, str(error)) from None
+    if not 1 <= len(value) <= max_length:
+        raise invalid(field, f"must be 1..{max_length} characters", value=form_value[:200])
+    return value
+
+
+async def receive_upload(request: Request, settings: Settings) -> ReceivedUpload:
+    """Parse the multipart form and copy the `checkpoint` file under artifacts/tmp (removed on error)."""
+    declared = request.headers.get("content-length")
+    if (
+        declared is not None
+        and declared.isdigit()
+        and int(declared) > settings.max_upload_bytes + FORM_OVERHEAD_BYTES
+    ):
+        raise too_large(settings)
+    form = await request.form(max_files=1, max_fields=10)
+    try:
+        unexpected = sorted(set(form.keys()) - {"name", "dataset_id", "checkpoint"})
+        if unexpected:
+            raise invalid(
+                unexpected[0], f"unexpected form fields {unexpected}; expected name, dataset_id, checkpoint"
+            )
+        name = _text_field(form.get("name"), "name", 200)
+        dataset_id = _text_field(form.get("dataset_id"), "dataset_id", 40)
+        upload = form.get("checkpoint")
+        if not isinstance(upload, UploadFile):
+            raise invalid("checkpoint", "required form field (a file part holding a safetensors checkpoint)")
+        temp_dir = settings.artifacts / "tmp"
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        descriptor, temp_name = tempfile.mkstemp(prefix="upload-", suffix=".safetensors", dir=temp_dir)
+        temp_path = Path(temp_name)
+        try:
+            size = 0
+            with os.fdopen(descriptor, "wb") as handle:
+                while chunk := await upload.read(CHUNK_BYTES):
+                    size += len(chunk)
+                    if size > settings.max_upload_bytes:
+                        raise too_large(settings)
+                    handle.write(chunk)
+            if size == 0:
+                raise invalid("checkpoint", "the uploaded file is empty")
+        except BaseException:
+            temp_path.unlink(missing_ok=True)
+            raise
+        return ReceivedUpload(name=name, dataset_id=dataset_id, temp_path=temp_path)
+    finally:
+        await form.close()
