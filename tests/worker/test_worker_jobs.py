@@ -1,0 +1,268 @@
+"""The worker's job lifecycle against a real database and the real unlearning code (no broker needed:
+the enqueue function is recorded instead of sent). Each test names the DESIGN section 6 rule it checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from worker_helpers import FAST_DAU, SeededModel, add_request
+
+from app.db import (
+    AuditEvent,
+    AuditReport,
+    DeletionRequest,
+    ForgottenSample,
+    Job,
+    Model,
+    ModelVersion,
+    RequestStatus,
+    session_scope,
+    utcnow,
+    verify_audit_chain,
+)
+from worker import claims
+from worker.claims import ClaimStatus, JobClaim
+from worker.jobs import JobRuntime, run_unlearn
+from worker.tasks import process_model_now
+
+
+class Recorder:
+    """Stands in for the broker: records what the worker would enqueue."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, float | None]] = []
+
+    def __call__(self, task: str, model_id: str, countdown_s: float | None) -> None:
+        self.calls.append((task, model_id, countdown_s))
+
+
+def count(url: str, column: Any, *where: Any) -> int:
+    with session_scope(url) as session:
+        return int(session.execute(select(func.count(column)).where(*where)).scalar_one())
+
+
+def request_row(url: str, request_id: str) -> DeletionRequest:
+    with session_scope(url) as session:
+        row = session.get(DeletionRequest, request_id)
+        assert row is not None
+        return row
+
+
+def claim(url: str, model_id: str, worker_id: str, settings: Any) -> claims.ClaimOutcome:
+    with session_scope(url) as session:
+        return claims.claim_unlearn_job(
+            session,
+            model_id,
+            worker_id=worker_id,
+            now=utcnow(),
+            heartbeat_stale_s=settings.heartbeat_stale_s,
+            max_attempts=settings.max_attempts,
+        )
+
+
+def test_a_request_runs_to_a_new_version_with_tombstones_and_report(
+    settings: Any, seeded_model: SeededModel
+) -> None:
+    url = settings.database_url
+    forget = seeded_model.train_ids[:20]
+    request_id = add_request(url, seeded_model.model_id, forget)
+
+    outcomes = process_model_now(seeded_model.model_id, settings=settings, enqueue_task=Recorder())
+
+    assert [outcome.outcome for outcome in outcomes] == ["succeeded"]
+    row = request_row(url, request_id)
+    assert row.status == RequestStatus.succeeded and row.progress == 1.0
+    with session_scope(url) as session:
+        version = session.get(ModelVersion, row.result_version_id)
+        model = session.get(Model, seeded_model.model_id)
+        assert version is not None and model is not None
+        assert version.parent_id == seeded_model.version_id and version.number == 2
+        assert model.head_version_id == version.id
+        assert version.forgotten_count == 20
+        report = session.execute(select(AuditReport).where(AuditReport.request_id == request_id)).scalar_one()
+        tombstones = set(session.execute(select(ForgottenSample.sample_id)).scalars())
+        assert verify_audit_chain(session).ok
+    assert tombstones == set(forget)
+    from models.checkpoint import file_sha256
+
+    assert file_sha256(version.checkpoint_uri).sha256 == version.sha256
+    for side in ("before", "after"):
+        assert set(report.report[side]) >= {"UA", "RA", "TA", "MIA"}
+    provenance = report.report["provenance"]
+    assert provenance["parent"]["version_id"] == seeded_model.version_id
+    assert provenance["new"] == {
+        "version_id": version.id,
+        "sha256": version.sha256,
+        "size_bytes": version.size_bytes,
+    }
+    assert provenance["sets"]["forget"] == 20
+    assert provenance["sets"]["retain"] == len(seeded_model.train_ids) - 20
+
+
+def test_duplicate_delivery_exits_without_a_second_version(settings: Any, seeded_model: SeededModel) -> None:
+    url = settings.database_url
+    request_id = add_request(url, seeded_model.model_id, seeded_model.train_ids[:10])
+    first = claim(url, seeded_model.model_id, "worker-a", settings)
+    assert first.status == ClaimStatus.claimed and first.claim is not None
+
+    # The broker delivers the same message again while worker-a runs (fresh heartbeat): nothing happens.
+    assert claim(url, seeded_model.model_id, "worker-b", settings).status == ClaimStatus.busy
+    assert (
+        process_model_now(
+            seeded_model.model_id, settings=settings, worker_id="worker-b", enqueue_task=Recorder()
+        )
+        == []
+    )
+
+    # worker-a finishes and commits; a replayed commit of the same claim is fenced off.
+    with JobRuntime(first.claim, database_url=url, heartbeat_interval_s=0.2) as runtime:
+        result = run_unlearn(first.claim, runtime, settings.artifacts)
+    with session_scope(url) as session:
+        claims.commit_unlearn_success(session, first.claim, result, utcnow())
+    with pytest.raises(claims.LostClaim), session_scope(url) as session:
+        claims.commit_unlearn_success(session, first.claim, result, utcnow())
+
+    # A late duplicate delivery after success finds nothing to do.
+    assert (
+        process_model_now(
+            seeded_model.model_id, settings=settings, worker_id="worker-c", enqueue_task=Recorder()
+        )
+        == []
+    )
+    assert count(url, ModelVersion.id, ModelVersion.model_id == seeded_model.model_id) == 2
+    assert count(url, ForgottenSample.id) == 10
+    assert request_row(url, request_id).status == RequestStatus.succeeded
+
+
+def test_queued_requests_coalesce_into_one_job(settings: Any, seeded_model: SeededModel) -> None:
+    url = settings.database_url
+    ids = seeded_model.train_ids
+    first = add_request(url, seeded_model.model_id, ids[0:5])
+    second = add_request(url, seeded_model.model_id, ids[3:9])  # overlaps the first on 3 IDs
+    other_params = add_request(url, seeded_model.model_id, ids[20:25], params={**FAST_DAU, "alpha": 2.0})
+
+    outcomes = process_model_now(seeded_model.model_id, settings=settings, enqueue_task=Recorder())
+
+    assert [outcome.outcome for outcome in outcomes] == ["succeeded", "succeeded"]
+    rows = {request_id: request_row(url, request_id) for request_id in (first, second, other_params)}
+    assert rows[first].job_id == rows[second].job_id != rows[other_params].job_id
+    assert rows[first].result_version_id == rows[second].result_version_id
+    with session_scope(url) as session:
+        shared = session.get(ModelVersion, rows[first].result_version_id)
+        later = session.get(ModelVersion, rows[other_params].result_version_id)
+        job = session.get(Job, rows[first].job_id)
+        owners = dict(session.execute(select(ForgottenSample.sample_id, ForgottenSample.request_id)).all())
+        reports = session.execute(select(AuditReport.request_id)).scalars().all()
+    assert shared is not None and later is not None and job is not None
+    assert (shared.number, later.number, later.parent_id) == (2, 3, shared.id)
+    assert sorted(job.request_ids) == sorted([first, second])
+    assert shared.forgotten_count == 9 and later.forgotten_count == 14
+    assert {sample for sample, owner in owners.items() if owner == first} == set(ids[0:5])
+    assert {sample for sample, owner in owners.items() if owner == second} == set(ids[5:9])
+    assert sorted(reports) == sorted([first, second, other_params])
+
+
+def test_cancel_while_running_writes_no_version_and_no_tombstones(
+    settings: Any, seeded_model: SeededModel
+) -> None:
+    url = settings.database_url
+    cancelled = add_request(url, seeded_model.model_id, seeded_model.train_ids[:5])
+    sharing = add_request(url, seeded_model.model_id, seeded_model.train_ids[5:10])
+
+    def cancel_mid_run(job_claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> claims.UnlearnResult:
+        report = runtime.progress
+
+        def progress(fraction: float, stage: str) -> None:
+            report(fraction, stage)
+            if fraction > 0.2:  # the API's cancel endpoint sets this flag
+                with session_scope(url) as session:
+                    row = session.get(DeletionRequest, cancelled)
+                    assert row is not None
+                    row.cancel_requested = True
+
+        runtime.progress = progress  # type: ignore[method-assign]
+        return run_unlearn(job_claim, runtime, artifacts)
+
+    recorder = Recorder()
+    outcomes = process_model_now(
+        seeded_model.model_id, settings=settings, runner=cancel_mid_run, enqueue_task=recorder
+    )
+
+    # The first job stops; the cancelled request ends, the one sharing its run is requeued and then
+    # runs alone in a second job (same delivery loop).
+    assert [outcome.outcome for outcome in outcomes] == ["cancelled", "succeeded"]
+    model_artifacts = settings.artifacts / "models" / seeded_model.model_id
+    assert not list(model_artifacts.glob(f"{outcomes[0].job_id}-*")), "a cancelled run keeps no checkpoint"
+    cancelled_row = request_row(url, cancelled)
+    assert cancelled_row.status == RequestStatus.cancelled and cancelled_row.result_version_id is None
+    sharing_row = request_row(url, sharing)
+    assert sharing_row.status == RequestStatus.succeeded
+    assert count(url, ModelVersion.id, ModelVersion.model_id == seeded_model.model_id) == 2
+    with session_scope(url) as session:
+        tombstones = set(session.execute(select(ForgottenSample.sample_id)).scalars())
+    assert tombstones == set(seeded_model.train_ids[5:10])
+
+
+def test_cancel_while_queued_takes_effect_at_the_claim(settings: Any, seeded_model: SeededModel) -> None:
+    url = settings.database_url
+    request_id = add_request(url, seeded_model.model_id, seeded_model.train_ids[:5])
+    with session_scope(url) as session:
+        row = session.get(DeletionRequest, request_id)
+        assert row is not None
+        row.cancel_requested = True
+    assert process_model_now(seeded_model.model_id, settings=settings, enqueue_task=Recorder()) == []
+    assert request_row(url, request_id).status == RequestStatus.cancelled
+    assert count(url, ModelVersion.id, ModelVersion.model_id == seeded_model.model_id) == 1
+
+
+def test_failures_requeue_then_fail_after_max_attempts(settings: Any, seeded_model: SeededModel) -> None:
+    url = settings.database_url
+    request_id = add_request(url, seeded_model.model_id, seeded_model.train_ids[:5])
+    attempts: list[int] = []
+
+    def flaky(job_claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> claims.UnlearnResult:
+        attempts.append(job_claim.attempt)
+        raise RuntimeError(f"simulated GPU fault on attempt {job_claim.attempt}")
+
+    recorder = Recorder()
+    for attempt in range(1, settings.max_attempts):
+        outcomes = process_model_now(
+            seeded_model.model_id, settings=settings, runner=flaky, enqueue_task=recorder
+        )
+        assert [outcome.outcome for outcome in outcomes] == ["retry"]
+        row = request_row(url, request_id)
+        assert row.status == RequestStatus.queued and row.job_id is not None
+        assert row.stage == f"retrying (attempt {attempt + 1} of {settings.max_attempts})"
+        assert recorder.calls[-1] == ("worker.process_model", seeded_model.model_id, float(2**attempt))
+
+    outcomes = process_model_now(
+        seeded_model.model_id, settings=settings, runner=flaky, enqueue_task=recorder
+    )
+    assert [outcome.outcome for outcome in outcomes] == ["failed"]
+    assert attempts == [1, 2, 3]
+    assert len(recorder.calls) == settings.max_attempts - 1
+    row = request_row(url, request_id)
+    assert row.status == RequestStatus.failed
+    assert row.error is not None
+    assert row.error["type"] == "urn:unlearn:problem:job-failed"
+    assert row.error["attempts"] == 3 and "simulated GPU fault on attempt 3" in row.error["detail"]
+    assert count(url, ModelVersion.id, ModelVersion.model_id == seeded_model.model_id) == 1
+    with session_scope(url) as session:
+        events = (
+            session.execute(
+                select(AuditEvent.event).where(AuditEvent.job_id == row.job_id).order_by(AuditEvent.id)
+            )
+            .scalars()
+            .all()
+        )
+    assert events.count("job.retried") == 2 and events.count("job.failed") == 3
+    assert events[-2:] == ["job.failed", "request.failed"]
+
+    # A late delivery after the final failure does nothing.
+    assert (
+        process_model_now(seeded_model.model_id, settings=settings, runner=flaky, enqueue_task=recorder) == []
+    )
+    assert attempts == [1, 2, 3]
