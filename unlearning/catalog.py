@@ -25,12 +25,14 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
 METHOD_CONFIGS: dict[str, str] = {
+    "condensation": "unlearning.methods.condensation.method:CondensationConfig",
     "dau": "unlearning.methods.dau.config:DauConfig",
     "ff": "unlearning.methods.ff:FfConfig",
     "ft": "unlearning.methods.ft:FtConfig",
     "ga": "unlearning.methods.ga:GaConfig",
     "iu": "unlearning.methods.iu:IuConfig",
     "l1-sparse": "unlearning.methods.l1_sparse:L1SparseConfig",
+    "multigan": "unlearning.methods.multigan.method:MultiGanConfig",
     "retrain": "unlearning.methods.retrain:RetrainConfig",
     "salun": "unlearning.methods.salun:SalunConfig",
     "scrub": "unlearning.methods.scrub:ScrubConfig",

@@ -1,0 +1,158 @@
+"""Dataset-condensation unlearning (Khan, 2024): train on a reduced retain set with a modular schedule.
+
+The reduced retain set (`condense.py`): the train set is split into feature-space sub-classes
+per class; sub-classes that hold a forget sample keep their real retain images, clean ones are replaced
+by one condensed image each. Condensation depends only on the model version, so it is cached: the first
+request against a version pays for it, later ones load it (`info["condensed_cache_hit"]`).
+
+The modular schedule. After the paper's code, the network is three modules: the beginning (the first
+`beginning_fraction` of the feature extractor's parameter tensors in registration order: the MLP's first
+hidden layer; the small ResNet's stem, first block and the start of the second), the intermediate (the
+rest of the feature extractor) and the final module (the head). On the reduced retain set only:
+    phase "beginning":    only the beginning learns (`beginning_epochs`);
+    phase "final":        the head is re-initialised, then only it learns (`final_epochs`);
+    phase "intermediate": the intermediate and the head learn (`intermediate_epochs`).
+Ours, not the paper's: the paper trains its final module on a few held-out images per class and repeats
+the first two phases; we re-initialise the head and train it on the reduced set, once. The re-initialised
+head is what forgets: it never sees a forget sample (a forgotten class gets no positive example at all),
+while the features it sits on move only a little. Each phase is the base recipe's optimiser (SGD with
+momentum, one-cycle; `unlearning.training.train_model`); batch-norm statistics follow the reduced set.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from pydantic import Field
+
+from unlearning.methods.base import MethodConfig, register
+from unlearning.methods.common import StageClock, finish, working_copy
+from unlearning.methods.condensation.condense import (
+    CONDENSED_PREFIX,
+    CondenseSettings,
+    condensed_set,
+    reduced_retain_set,
+)
+from unlearning.training import TrainRecipe, pick_device, train_model
+from unlearning.types import Progress, ShouldStop
+
+if TYPE_CHECKING:
+    from models.base import Classifier
+    from unlearning.data import UnlearningSplits
+
+CONDENSE_SHARE = 0.5
+"""Share of the progress bar for condensation when the cache misses."""
+
+MIN_PHASE_STEPS = 8
+"""A phase takes at least this many optimiser steps: the batch shrinks when the reduced set is tiny (a
+class-wise request on a small dataset), which also keeps the one-cycle schedule well defined."""
+
+
+class CondensationConfig(MethodConfig):
+    """Dataset-condensation unlearning; the schedule's defaults were chosen on digits (MLP), both
+    scenarios, against retraining."""
+
+    seed: int = Field(0, ge=0, description="Seeds the head's re-initialisation and the batches.")
+    condense: CondenseSettings = Field(default_factory=CondenseSettings, description="How to condense.")
+    beginning_fraction: float = Field(
+        0.5, gt=0, lt=1, description="Share of the feature extractor's parameter tensors in the beginning."
+    )
+    beginning_epochs: int = Field(1, ge=0, le=1000, description="Epochs of phase beginning.")
+    final_epochs: int = Field(3, ge=1, le=1000, description="Epochs of phase final (the fresh head).")
+    intermediate_epochs: int = Field(3, ge=0, le=1000, description="Epochs of phase intermediate.")
+    batch_size: int = Field(128, ge=1, le=8192)
+    lr_max: float = Field(0.05, gt=0, le=10, description="Peak learning rate of each one-cycle phase.")
+    augment: bool = Field(True, description="Crop + flip (images of 16 px and more).")
+
+
+def module_of(model: Classifier, beginning_fraction: float) -> dict[str, str]:
+    """Parameter name -> "beginning" | "intermediate" | "final" (see the module docstring)."""
+    feature_names = [name for name, _ in model.named_parameters() if not name.startswith("head.")]
+    cut = max(1, round(beginning_fraction * len(feature_names)))
+    modules = {name: "beginning" if row < cut else "intermediate" for row, name in enumerate(feature_names)}
+    modules.update({name: "final" for name, _ in model.named_parameters() if name.startswith("head.")})
+    return modules
+
+
+def reinitialise_head(model: Classifier, seed: int) -> None:
+    """A fresh head (the architecture's own initialisation, seeded), leaving the global RNG untouched."""
+    if not isinstance(model.head, torch.nn.Linear):
+        raise TypeError(f"expected the model's head to be an nn.Linear, got {type(model.head).__name__}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.head.reset_parameters()
+
+
+def phase_progress(progress: Progress, stage: str, start: float, share: float) -> Progress:
+    """A phase's progress (0..1) mapped onto its `share` of the whole bar from `start`."""
+    return lambda fraction, _: progress(start + share * fraction, stage)
+
+
+class Condensation:
+    name = "condensation"
+    Config = CondensationConfig
+
+    def run(
+        self,
+        model: Classifier,
+        splits: UnlearningSplits,
+        config: CondensationConfig,
+        progress: Progress,
+        should_stop: ShouldStop,
+    ) -> tuple[Classifier, dict[str, Any]]:
+        device = pick_device()
+        clock = StageClock()
+        with clock.stage("condense"):
+            condensed, cache_hit = condensed_set(
+                model, splits.retain.concat(splits.forget), config.condense, device=device,
+                progress=lambda fraction, stage: progress(CONDENSE_SHARE * fraction, stage),
+                should_stop=should_stop,
+            )
+            reduced = reduced_retain_set(condensed, splits)
+        student = working_copy(model, device)
+        modules = module_of(student, config.beginning_fraction)
+        phases = [
+            ("beginning", config.beginning_epochs, {"beginning"}),
+            ("final", config.final_epochs, {"final"}),
+            ("intermediate", config.intermediate_epochs, {"intermediate", "final"}),
+        ]
+        done = 0.0 if cache_hit else CONDENSE_SHARE
+        per_epoch = (1 - done) / sum(epochs for _, epochs, _ in phases)
+        for stage, epochs, trained in phases:
+            if epochs == 0:
+                continue
+            if stage == "final":
+                reinitialise_head(student, config.seed)
+            for name, parameter in student.named_parameters():
+                parameter.requires_grad_(modules[name] in trained)
+            recipe = TrainRecipe(
+                epochs=epochs,
+                batch_size=min(config.batch_size, max(1, len(reduced) * epochs // MIN_PHASE_STEPS)),
+                lr_max=config.lr_max,
+                augment=config.augment,
+                seed=config.seed,
+            )
+            with clock.stage(stage):
+                student = train_model(
+                    student, reduced, recipe, device=device, should_stop=should_stop,
+                    progress=phase_progress(progress, stage, done, per_epoch * epochs),
+                )
+            done += per_epoch * epochs
+        progress(1.0, "done")
+        condensed_count = sum(sample_id.startswith(CONDENSED_PREFIX) for sample_id in reduced.sample_ids)
+        info = {
+            "condensed_cache_hit": cache_hit,
+            "subclasses": len(condensed.images),
+            "reduced_retain": {
+                "real": len(reduced) - condensed_count,
+                "condensed": condensed_count,
+                "of_retain": len(splits.retain),
+            },
+            "seconds": clock.rounded(),
+            "device": str(device),
+        }
+        return finish(student), info
+
+
+register(Condensation())

@@ -1,0 +1,229 @@
+"""Multi-GAN unlearning (Hatua, Nguyen and Sung, 2024), implemented from the paper's published outline.
+
+The outline, and what this module does at each step:
+1. Two conditional GANs, one trained on the retain set and one on the forget set (`gan.py`: a small
+   DCGAN sized to the images, conditioned on the class label).
+   Choice: the retain GAN sees only the real retain data the method may read (`retain_fraction`).
+2. Synthetic retain and synthetic forget images, labelled by the original model (its argmax).
+   Choice: counts are `synthetic_retain_ratio` x |retain| and `synthetic_forget_ratio` x |forget|;
+   conditioning labels follow each GAN's training label frequencies, but the label used for training is
+   the original model's, as the outline says (the condition only steers diversity).
+   Choice: synthetic images are quantised to uint8 like every other image set, so they go through the
+   same batching and augmentation as real data.
+3. Label inversion of the synthetic-forget and the real-forget images (`invert_labels`, rule
+   `inversion`): `least_likely` (default) is the class the original model ranks lowest for that image;
+   `runner_up` the class it ranks highest other than the label; `shift` is (label + 1) mod C. The label
+   being inverted is the ground truth for real forget images and the original model's label for
+   synthetic ones; every rule returns a class different from that label.
+4. Fine-tune a copy of the original model on real retain + synthetic retain + relabelled forget +
+   relabelled synthetic forget: plain cross-entropy over the shuffled union, with the base recipe's
+   optimiser (SGD, momentum, one-cycle; `unlearning.training.train_model`) for `finetune_epochs` at a
+   small peak learning rate, so the model moves from the original rather than relearning.
+
+`retain_fraction` (default 1.0) is the share of the real retain set the method may read, drawn
+uniformly with `seed`: it bounds both the retain GAN's data and the real retain images fine-tuned on,
+for deployments where most retained data is no longer readable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor
+
+from unlearning.data import ImageSet
+from unlearning.methods.base import MethodConfig, register
+from unlearning.methods.common import StageClock, finish, working_copy
+from unlearning.methods.multigan.gan import ConditionalGenerator, GanConfig, train_gan
+from unlearning.training import TrainRecipe, pick_device, predict_probs, seeded_generator, train_model
+from unlearning.types import Progress, ShouldStop
+
+if TYPE_CHECKING:
+    from models.base import Classifier
+    from unlearning.data import UnlearningSplits
+
+InversionRule = Literal["least_likely", "runner_up", "shift"]
+
+SAMPLE_CHUNK = 512
+"""Images generated per generator call."""
+
+STAGE_SHARES = {"retain_gan": 0.35, "forget_gan": 0.2, "synthesise": 0.05, "finetune": 0.4}
+"""Shares of the progress bar per stage, roughly their cost at the defaults."""
+
+
+class MultiGanConfig(MethodConfig):
+    """Multi-GAN unlearning. Budgets (GAN steps, widths, epochs) are sized for the cpu bench's two cores;
+    the learning rates and ratios were checked on digits only."""
+
+    seed: int = Field(0, ge=0, description="Seeds the retain subsample, GAN training, sampling and batches.")
+    retain_fraction: float = Field(
+        1.0, gt=0, le=1, description="Share of the real retain set the method may read (GAN and fine-tune)."
+    )
+    gan: GanConfig = Field(default_factory=GanConfig, description="Both GANs' size and training budget.")
+    forget_gan_steps: int | None = Field(
+        150, ge=1, le=1_000_000,
+        description="Steps of the forget GAN (its data is usually ten times smaller); None = gan.steps.",
+    )
+    synthetic_retain_ratio: float = Field(
+        0.2, ge=0, le=10, description="Synthetic retain images per real retain image (of the full set)."
+    )
+    synthetic_forget_ratio: float = Field(
+        1.0, ge=0, le=10, description="Synthetic forget images per forget image."
+    )
+    inversion: InversionRule = Field(
+        "least_likely", description="How forget labels are inverted (see the module docstring)."
+    )
+    finetune_epochs: int = Field(3, ge=1, le=1000, description="Epochs over the combined set.")
+    batch_size: int = Field(128, ge=1, le=8192)
+    lr_max: float = Field(0.01, gt=0, le=10, description="Peak learning rate of the one-cycle fine-tune.")
+    augment: bool = Field(True, description="Crop + flip during the fine-tune (images of 16 px and more).")
+
+
+def invert_labels(probs: Tensor, labels: Tensor, rule: InversionRule, num_classes: int) -> Tensor:
+    """The inverted label of each row: never equal to `labels` (see the module docstring for the rules)."""
+    if rule == "shift":
+        return (labels + 1) % num_classes
+    own = F.one_hot(labels, num_classes).bool()
+    if rule == "least_likely":
+        return probs.masked_fill(own, float("inf")).argmin(dim=1)
+    if rule == "runner_up":
+        return probs.masked_fill(own, float("-inf")).argmax(dim=1)
+    raise ValueError(f"unknown inversion rule {rule!r}")
+
+
+def readable_retain(retain: ImageSet, fraction: float, generator: torch.Generator) -> ImageSet:
+    """The uniformly drawn `fraction` of the retain set the method may read (at least one image)."""
+    if fraction >= 1.0:
+        return retain
+    count = max(1, round(fraction * len(retain)))
+    rows = torch.randperm(len(retain), generator=generator)[:count]
+    return retain.subset(rows.sort().values)
+
+
+def synthesise(
+    gan: ConditionalGenerator, count: int, label_source: Tensor, *, kind: str, generator: torch.Generator
+) -> ImageSet:
+    """`count` uint8 images conditioned on labels drawn with `label_source`'s class frequencies, labelled
+    with those conditions (callers relabel them with the original model); ids `synthetic-<kind>/<n>`."""
+    channels, size, _ = gan.image_shape
+    if count == 0:
+        return ImageSet.empty(channels, size)
+    frequencies = torch.bincount(label_source, minlength=gan.num_classes).float()
+    conditions = torch.multinomial(frequencies, count, replacement=True, generator=generator)
+    images = torch.cat([gan.sample(part, generator).mul_(255).round_().to("cpu", torch.uint8)
+                        for part in conditions.split(SAMPLE_CHUNK)])
+    return ImageSet(images, conditions, [f"synthetic-{kind}/{index}" for index in range(count)])
+
+
+def labelled_parts(
+    original: Classifier,
+    retain: ImageSet,
+    synthetic_retain: ImageSet,
+    forget: ImageSet,
+    synthetic_forget: ImageSet,
+    rule: InversionRule,
+) -> tuple[dict[str, ImageSet], float | None]:
+    """Steps 2-3: the four fine-tune parts under their labels (real retain: its own; synthetic retain:
+    the original model's; real and synthetic forget: inverted), and the share of synthetic images the
+    original model puts in the class their GAN was conditioned on (how class-faithful the GANs are)."""
+    num_classes = original.spec.num_classes
+    synthetic_retain_labels = predict_probs(original, synthetic_retain).argmax(dim=1)
+    synthetic_forget_probs = predict_probs(original, synthetic_forget)
+    synthetic_forget_labels = synthetic_forget_probs.argmax(dim=1)
+    parts = {
+        "real_retain": retain,
+        "synthetic_retain": replace(synthetic_retain, labels=synthetic_retain_labels),
+        "relabelled_forget": replace(
+            forget, labels=invert_labels(predict_probs(original, forget), forget.labels, rule, num_classes)
+        ),
+        "relabelled_synthetic_forget": replace(
+            synthetic_forget,
+            labels=invert_labels(synthetic_forget_probs, synthetic_forget_labels, rule, num_classes),
+        ),
+    }
+    conditions = torch.cat([synthetic_retain.labels, synthetic_forget.labels])
+    model_labels = torch.cat([synthetic_retain_labels, synthetic_forget_labels])
+    agreement = round(float((conditions == model_labels).float().mean()), 4) if len(conditions) else None
+    return parts, agreement
+
+
+class MultiGan:
+    name = "multigan"
+    Config = MultiGanConfig
+
+    def run(
+        self,
+        model: Classifier,
+        splits: UnlearningSplits,
+        config: MultiGanConfig,
+        progress: Progress,
+        should_stop: ShouldStop,
+    ) -> tuple[Classifier, dict[str, Any]]:
+        device = pick_device()
+        clock = StageClock()
+        rng = seeded_generator(config.seed)
+        num_classes = splits.num_classes
+        done = 0.0
+
+        def stage_progress(stage: str) -> Progress:
+            start, share = done, STAGE_SHARES[stage]
+            return lambda fraction, _: progress(start + share * fraction, stage)
+
+        def train_stage_gan(stage: str, data: ImageSet, steps: int) -> ConditionalGenerator:
+            gan_config = config.gan.model_copy(update={"steps": steps})
+            with clock.stage(stage):
+                return train_gan(
+                    data, num_classes, gan_config, device=device, generator=rng,
+                    progress=stage_progress(stage), should_stop=should_stop, stage=stage,
+                )
+
+        retain = readable_retain(splits.retain, config.retain_fraction, rng)
+        retain_gan = train_stage_gan("retain_gan", retain, config.gan.steps)
+        done += STAGE_SHARES["retain_gan"]
+        forget_gan = train_stage_gan("forget_gan", splits.forget, config.forget_gan_steps or config.gan.steps)
+        done += STAGE_SHARES["forget_gan"]
+
+        with clock.stage("synthesise"):
+            synthetic_retain = synthesise(
+                retain_gan, round(config.synthetic_retain_ratio * len(splits.retain)), retain.labels,
+                kind="retain", generator=rng,
+            )
+            synthetic_forget = synthesise(
+                forget_gan, round(config.synthetic_forget_ratio * len(splits.forget)), splits.forget.labels,
+                kind="forget", generator=rng,
+            )
+            original = working_copy(model, device).eval()
+            parts, agreement = labelled_parts(
+                original, retain, synthetic_retain, splits.forget, synthetic_forget, config.inversion
+            )
+        done += STAGE_SHARES["synthesise"]
+        progress(done, "synthesise")
+
+        finetune_set = ImageSet.empty(*retain.images.shape[1:3])
+        for part in parts.values():
+            finetune_set = finetune_set.concat(part)
+        recipe = TrainRecipe(
+            epochs=config.finetune_epochs, batch_size=config.batch_size, lr_max=config.lr_max,
+            augment=config.augment, seed=config.seed,
+        )
+        with clock.stage("finetune"):
+            tuned = train_model(
+                working_copy(model, device), finetune_set, recipe,
+                progress=stage_progress("finetune"), should_stop=should_stop, device=device,
+            )
+        info = {
+            "retain_fraction": config.retain_fraction,
+            "finetune_counts": {name: len(part) for name, part in parts.items()},
+            "synthetic_condition_agreement": agreement,
+            "seconds": clock.rounded(),
+            "device": str(device),
+        }
+        progress(1.0, "done")
+        return finish(tuned), info
+
+
+register(MultiGan())
