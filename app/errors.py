@@ -246,3 +246,31 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
     app.add_exception_handler(Exception, _unexpected_error_handler)
+
+
+def document_problem_responses(openapi: dict[str, Any]) -> None:
+    """Make the OpenAPI document say what the API really answers on errors: every operation gets a
+    `default` problem+json response (401, 403, 404, 413, 415 ... all carry a `Problem`), and FastAPI's
+    generated 422 (`HTTPValidationError`, application/json) becomes the problem document it really is."""
+    components = openapi.setdefault("components", {}).setdefault("schemas", {})
+    problem_schema = Problem.model_json_schema(
+        by_alias=True, ref_template="#/components/schemas/{model}", mode="serialization"
+    )
+    components.update(problem_schema.pop("$defs", {}))
+    components["Problem"] = problem_schema
+    content = {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for operations in openapi.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for status, response in responses.items():
+                if status[0] in "45":
+                    response["content"] = content
+                    if response.get("description") == "Validation Error":
+                        response["description"] = "Invalid request: a problem document naming each field."
+            responses["default"] = {
+                "description": "An error, as an RFC 9457 problem document (401 no or invalid key, 403 "
+                "missing scope, 404 unknown id, 409 conflict, 413 too large, 415 wrong media type, ...).",
+                "content": content,
+            }
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)

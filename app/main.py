@@ -9,9 +9,10 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.audit_log.routes import router as audit_log_router
+from app.certificates.routes import router as certificates_router
 from app.datasets.routes import router as datasets_router
 from app.deletion.routes import router as deletion_router
-from app.errors import PROBLEM_CONTENT_TYPE, TYPE_PREFIX, install_problem_handlers
+from app.errors import PROBLEM_CONTENT_TYPE, TYPE_PREFIX, document_problem_responses, install_problem_handlers
 from app.health import router as health_router
 from app.metrics import install_metrics
 from app.model_registry.routes import router as models_router
@@ -117,6 +118,7 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
             extra = ModelTrainCreate.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(extra.pop("$defs", {}))
             components["ModelTrainCreate"] = extra
+            document_problem_responses(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -137,7 +139,14 @@ def create_app(settings: Settings | None = None, *, enqueue: Enqueue | None = No
     install_problem_handlers(app)
     app.add_middleware(RequestGuard, max_json_bytes=settings.max_json_bytes)
     app.state.metrics = install_metrics(app)  # outermost: counts the guard's 413/415 answers too
-    for router in (health_router, datasets_router, models_router, deletion_router, audit_log_router):
+    for router in (
+        health_router,
+        datasets_router,
+        models_router,
+        deletion_router,
+        audit_log_router,
+        certificates_router,
+    ):
         app.include_router(router)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app

@@ -56,7 +56,9 @@ def decode_cursor(
     try:
         body, _, signature = cursor.partition(".")
         payload = _unb64(body)
-        if not signature or not hmac.compare_digest(_sign(secret, payload), signature):
+        # compare_digest raises TypeError on non-ASCII str: compare bytes (a fuzzed cursor was a 500).
+        given = signature.encode("utf-8", "surrogatepass")
+        if not signature or not hmac.compare_digest(_sign(secret, payload).encode(), given):
             raise bad
         decoded = json.loads(payload)
     except (binascii.Error, ValueError, UnicodeDecodeError):

@@ -56,7 +56,8 @@ def verify_signature(body: bytes, header: str | None, secret: str) -> bool:
     """Constant-time check of a `sha256=<hex>` header against the body (what a receiver does)."""
     if not header or not header.startswith("sha256="):
         return False
-    return hmac.compare_digest(header, sign_body(body, secret))
+    # Bytes, not str: compare_digest raises TypeError on a non-ASCII str, and the header is untrusted.
+    return hmac.compare_digest(header.encode("utf-8", "surrogatepass"), sign_body(body, secret).encode())
 
 
 def deliver_callback(

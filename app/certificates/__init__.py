@@ -1,0 +1,1 @@
+"""Signed deletion certificates: what the compliance system files as proof that a request was carried out."""

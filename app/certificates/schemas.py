@@ -1,0 +1,103 @@
+from datetime import datetime
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CERTIFICATE_FORMAT: Final = "unlearn-service/deletion-certificate/v1"
+SIGNATURE_ALGORITHM: Final = "HMAC-SHA256"
+
+
+class ForgottenSet(BaseModel):
+    """What was forgotten, without naming it: the certificate may travel where the IDs must not."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    kind: Literal["samples", "class"]
+    count: int
+    ids_sha256: str = Field(
+        description="sha256 (hex) of the forgotten sample IDs, sorted and joined by newlines (UTF-8); "
+        "the audit report's `provenance.sets.forget_ids_sha256` uses the same rule."
+    )
+    class_: int | None = Field(default=None, serialization_alias="class")
+
+
+class VersionRef(BaseModel):
+    version_id: str
+    sha256: str
+
+
+class Headline(BaseModel):
+    """The four figures of DESIGN section 10, in percent."""
+
+    UA: float
+    RA: float
+    TA: float
+    MIA: float
+
+
+class AuditSummary(BaseModel):
+    before: Headline
+    after: Headline
+    reference: Headline | None = None
+    avg_disparity_after: float | None = Field(
+        default=None, description="Avg. Disparity of the new version to the retrained reference, if any."
+    )
+    report_sha256: str | None = Field(
+        default=None, description="The hash of the full JSON report, as the `report.issued` event records it."
+    )
+
+
+class ChainPosition(BaseModel):
+    """An audit-log event this certificate rests on: `GET /v1/audit-log/verify` proves it is still there."""
+
+    event: str
+    event_id: int
+    hash: str
+
+
+class Timestamps(BaseModel):
+    received_at: datetime
+    due_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    issued_at: datetime
+
+
+class Certificate(BaseModel):
+    format: Literal["unlearn-service/deletion-certificate/v1"] = CERTIFICATE_FORMAT
+    request_id: str
+    external_ref: str | None
+    model_id: str
+    method: str
+    params: dict[str, Any]
+    forgotten: ForgottenSet
+    parent: VersionRef
+    new: VersionRef
+    audit: AuditSummary | None = Field(description="Null only if the worker issued no audit report.")
+    timestamps: Timestamps
+    audit_chain: list[ChainPosition] = Field(description="version.created, report.issued, request.succeeded")
+
+
+class Signature(BaseModel):
+    algorithm: Literal["HMAC-SHA256"] = SIGNATURE_ALGORITHM
+    value: str = Field(description="Hex HMAC-SHA256 of the canonical JSON of `certificate` (see the route).")
+
+
+class SignedCertificate(BaseModel):
+    certificate: Certificate
+    signature: Signature
+
+
+class VerifyRequest(BaseModel):
+    """A certificate exactly as it was received. `certificate` stays untyped: a tampered field must come
+    back as `valid: false`, not be coerced or refused before it is checked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    certificate: dict[str, Any]
+    signature: dict[str, Any]
+
+
+class VerifyResult(BaseModel):
+    valid: bool
+    reason: str
