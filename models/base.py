@@ -25,7 +25,9 @@ class Classifier(nn.Module):
         super().__init__()
         self.spec = spec
         channels = spec.in_channels
-        self.register_buffer("input_mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, channels, 1, 1))
+        self.register_buffer(
+            "input_mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, channels, 1, 1)
+        )
         self.register_buffer("input_std", torch.tensor(spec.std, dtype=torch.float32).view(1, channels, 1, 1))
         self.masks: dict[str, Tensor] = {}
 
@@ -52,7 +54,8 @@ class Classifier(nn.Module):
                 raise ValueError(f"mask for unknown parameter {name!r}")
             if tuple(mask.shape) != tuple(params[name].shape):
                 raise ValueError(
-                    f"mask for {name!r} has shape {tuple(mask.shape)}, parameter has {tuple(params[name].shape)}"
+                    f"mask for {name!r} has shape {tuple(mask.shape)}, "
+                    f"parameter has {tuple(params[name].shape)}"
                 )
             checked[name] = mask.to(device=params[name].device, dtype=torch.bool)
         self.masks = checked

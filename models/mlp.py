@@ -16,7 +16,11 @@ class MLP(Classifier):
         hidden = spec.width or 128
         inputs = spec.in_channels * spec.image_size * spec.image_size
         self.body = nn.Sequential(
-            nn.Flatten(), nn.Linear(inputs, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden), nn.ReLU()
+            nn.Flatten(),
+            nn.Linear(inputs, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
         )
         self.feature_dim = hidden
         self.head = nn.Linear(hidden, spec.num_classes)

@@ -22,7 +22,9 @@ class ModelSpec(BaseModel):
     mean: list[float] = Field(description="Per-channel mean of inputs in [0, 1], subtracted first.")
     std: list[float] = Field(description="Per-channel standard deviation, divided by after the mean.")
     width: int | None = Field(
-        default=None, ge=1, description="Base channel (or hidden unit) count; None = the architecture's default."
+        default=None,
+        ge=1,
+        description="Base channel (or hidden unit) count; None = the architecture's default.",
     )
 
     @model_validator(mode="after")
@@ -30,7 +32,8 @@ class ModelSpec(BaseModel):
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) != self.in_channels:
                 raise ValueError(
-                    f"{name} has {len(values)} values but in_channels is {self.in_channels}: need one per channel"
+                    f"{name} has {len(values)} values but in_channels is {self.in_channels}: "
+                    "need one per channel"
                 )
         bad = [s for s in self.std if not s > 0]
         if bad:

@@ -1,0 +1,95 @@
+"""DAU's game on a tiny memorising problem: it moves the attacker toward chance, and it behaves."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from memorising_problem import memorising_problem, one_thread, snapshot, stop_after  # noqa: F401
+
+from unlearning.methods import get_method, parse_params
+from unlearning.training import accuracy
+from unlearning.types import Cancelled
+
+FAST = {
+    "attacker_warmup": 60,
+    "attacker_steps": 1,
+    "batch_size": 64,
+    "eval_every": 10,
+    "lr": 0.1,  # the tiny MLP's memorised logits are saturated: it needs a bigger step than a real model
+    "attacker": {"layers": 1, "token_dim": 32, "ff_dim": 64, "hidden_dim": 32},  # 4x cheaper, same shape
+}
+
+
+def run_dau(splits, should_stop=lambda: False, **params):  # type: ignore[no-untyped-def]
+    stages: list[str] = []
+    model, info = get_method("dau").run(
+        memorising_problem().model,
+        splits,
+        parse_params("dau", {**FAST, **params}),
+        lambda fraction, stage: stages.append(stage),
+        should_stop,
+    )
+    return model, info, stages
+
+
+def test_the_game_moves_held_out_attacker_accuracy_toward_chance() -> None:
+    problem = memorising_problem()
+    splits = problem.random_splits
+    before = snapshot(problem.model)
+    model, info, stages = run_dau(splits, iterations=80, stop_patience=100)
+
+    trace = [point["attacker_accuracy"] for point in info["attacker_accuracy"]["trace"]]
+    start, end = trace[0], sum(trace[-3:]) / 3  # the last three evaluations: held-out sets are small
+    assert start >= 0.75, f"the attacker should first tell members from non-members easily, got {start}"
+    assert abs(end - 0.5) <= 0.6 * abs(start - 0.5), f"attacker accuracy {trace}"
+    # the forget set now looks like unseen data: far less accurate than when memorised
+    assert accuracy(model, splits.forget) <= accuracy(problem.model, splits.forget) - 25
+    assert accuracy(model, splits.retain) >= 85
+    # the caller's model is untouched, and the report is JSON
+    assert all(torch.equal(before[name], value) for name, value in problem.model.state_dict().items())
+    assert info["iterations"] == 80 and info["stop_reason"] == "budget"
+    assert {"attacker_warmup", "game", "evaluate"} <= set(info["seconds"])
+    json.dumps(info)
+    assert stages[0] == "attacker_warmup" and "game" in stages and stages[-1] == "done"
+
+
+def test_class_wise_forgetting_drops_alpha_and_restores_retain_accuracy() -> None:
+    splits = memorising_problem().class_splits
+    model, info, stages = run_dau(splits, iterations=60, class_alpha_iterations=10, stop_patience=100)
+    assert "restore" in stages and stages.index("restore") > stages.index("game")
+    assert info["seconds"]["restore"] > 0
+    trace = {point["iteration"]: point for point in info["attacker_accuracy"]["trace"]}
+    assert trace[10]["forget_accuracy"] <= 20, "the forgotten class is no longer recognised once alpha drops"
+    assert accuracy(model, splits.forget) <= 20
+    assert trace[60]["retain_accuracy"] > trace[10]["retain_accuracy"], "retain accuracy recovers after"
+
+
+@pytest.mark.parametrize("calls", [0, 3, 70])  # during set-up/warm-up, warm-up, the game
+def test_should_stop_raises_cancelled(calls: int) -> None:
+    problem = memorising_problem()
+    before = snapshot(problem.model)
+    with pytest.raises(Cancelled):
+        run_dau(problem.random_splits, should_stop=stop_after(calls), iterations=20)
+    assert all(torch.equal(before[name], value) for name, value in problem.model.state_dict().items())
+
+
+def test_pruned_weights_stay_zero() -> None:
+    problem = memorising_problem()
+    sparse = problem.model.__class__(problem.model.spec)
+    sparse.load_state_dict(problem.model.state_dict())
+    weight = sparse.body[1].weight
+    sparse.set_masks(
+        {"body.1.weight": torch.rand(weight.shape, generator=torch.Generator().manual_seed(0)) > 0.5}
+    )
+    model, _ = get_method("dau").run(
+        sparse,
+        problem.random_splits,
+        parse_params("dau", {**FAST, "iterations": 3, "attacker_warmup": 2}),
+        lambda fraction, stage: None,
+        lambda: False,
+    )
+    mask = sparse.masks["body.1.weight"]
+    assert torch.count_nonzero(model.body[1].weight[~mask]) == 0
+    assert torch.count_nonzero(model.body[1].weight[mask]) > 0

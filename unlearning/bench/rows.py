@@ -1,0 +1,67 @@
+"""Bench rows: a row is a registered method plus the params that make it that row.
+
+`dau-nobt` is DAU with lambda_bt = 0 (what the Barlow Twins term buys); `retrain` gets the preset's
+recipe. Any other registered method name is a row with its default params, so methods added later
+appear in `--methods` without touching the bench.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from unlearning.bench.presets import Preset
+from unlearning.methods import available_methods
+
+REFERENCE_ROW = "retrain"
+DEFAULT_ROWS = ("retrain", "dau", "dau-nobt")
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    name: str
+    method: str
+    params: dict[str, Any]
+
+
+def _retrain(preset: Preset, seed: int) -> RowSpec:
+    return RowSpec("retrain", "retrain", {"recipe": preset.recipe_for(seed).model_dump()})
+
+
+def _dau(preset: Preset, seed: int) -> RowSpec:
+    return RowSpec("dau", "dau", {"seed": seed})
+
+
+def _dau_nobt(preset: Preset, seed: int) -> RowSpec:
+    return RowSpec("dau-nobt", "dau", {"seed": seed, "lambda_bt": 0.0})
+
+
+SPECIAL_ROWS: dict[str, Callable[[Preset, int], RowSpec]] = {
+    "retrain": _retrain,
+    "dau": _dau,
+    "dau-nobt": _dau_nobt,
+}
+
+
+def known_rows() -> list[str]:
+    return sorted(set(SPECIAL_ROWS) | set(available_methods()))
+
+
+def row_spec(name: str, preset: Preset, seed: int) -> RowSpec:
+    if name in SPECIAL_ROWS:
+        return SPECIAL_ROWS[name](preset, seed)
+    if name in available_methods():
+        return RowSpec(name, name, {})
+    raise ValueError(f"unknown bench method {name!r}; known: {known_rows()}")
+
+
+def parse_rows(methods: str) -> list[str]:
+    """Comma-separated row names, deduplicated, the reference (retrain) first so ratios can be taken."""
+    names = list(dict.fromkeys(name.strip() for name in methods.split(",") if name.strip()))
+    if not names:
+        raise ValueError("--methods names no method")
+    unknown = [name for name in names if name not in known_rows()]
+    if unknown:
+        raise ValueError(f"unknown bench methods {unknown}; known: {known_rows()}")
+    return sorted(names, key=lambda name: name != REFERENCE_ROW)

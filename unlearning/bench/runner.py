@@ -1,0 +1,225 @@
+"""`unlearn bench`, the library side: original model (cached), each method row, audit, disparity, timing.
+
+Every row starts from the same original model and the same splits; `seconds` is the wall time of the
+method's `run` alone (auditing and checkpoint writing excluded), and `ratio_to_retrain` divides it by the
+retrain row's seconds measured in the same run, so contention on a shared machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from models.base import Classifier
+from models.checkpoint import save_checkpoint
+from unlearning.audit import audit_model, avg_disparity
+from unlearning.bench.cache import CachedModel, entry_path, ids_digest, load_cached, store
+from unlearning.bench.presets import Preset, get_preset
+from unlearning.bench.report import BenchReport, RowResult
+from unlearning.bench.rows import REFERENCE_ROW, RowSpec, row_spec
+from unlearning.bench.scenarios import Scenario, scenario_splits
+from unlearning.data import Dataset, UnlearningSplits
+from unlearning.methods import get_method, parse_params
+from unlearning.training import accuracy, pick_device
+from unlearning.types import Progress, never_stop, no_progress
+
+
+class Reporter(Protocol):
+    """Where the bench tells people what it is doing (the CLI shows rich progress bars)."""
+
+    def log(self, message: str) -> None: ...
+
+    def task(self, description: str) -> contextlib.AbstractContextManager[Progress]: ...
+
+
+class SilentReporter:
+    def log(self, message: str) -> None:
+        return None
+
+    @contextlib.contextmanager
+    def task(self, description: str) -> Iterator[Progress]:
+        yield no_progress
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    preset: str
+    scenario: Scenario
+    methods: list[str]
+    seed: int = 0
+    forget_class: int | None = None
+    out_dir: Path | None = None
+    data_path: Path | None = None
+    cache_root: Path | None = None
+    reuse_retrain: bool = False
+    """Load the retrain reference from the cache (when there) instead of retraining: for tuning only,
+    since its seconds come from an earlier run."""
+
+
+@dataclass
+class _Measured:
+    model: Classifier
+    seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def run_bench(options: BenchOptions, reporter: Reporter | None = None) -> BenchReport:
+    reporter = reporter or SilentReporter()
+    preset = get_preset(options.preset)
+    dataset = preset.load(options.data_path, options.seed)
+    splits = scenario_splits(dataset, options.scenario, seed=options.seed, forget_class=options.forget_class)
+    reporter.log(
+        f"{dataset.name}: forget {len(splits.forget)}, retain {len(splits.retain)}, val {len(splits.val)}, "
+        f"test {len(splits.test)} ({options.scenario} scenario"
+        + (f", class {splits.forget_class})" if splits.forget_class is not None else ")")
+    )
+    original = _original_model(preset, dataset, options, reporter)
+    original_metrics = _metrics(original.model, splits, options.seed)
+    original_metrics = {
+        "train_acc": accuracy(original.model, dataset.train),
+        "test_acc": accuracy(original.model, dataset.test),
+        **original_metrics,
+    }
+    if options.out_dir is not None:
+        options.out_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(original.model, options.out_dir / "original.safetensors", {"bench_row": "original"})
+        (options.out_dir / "splits.json").write_text(json.dumps(splits.sample_ids()))
+
+    rows: list[RowResult] = []
+    reference: RowResult | None = None
+    reference_note = None
+    for name in options.methods:
+        spec = row_spec(name, preset, options.seed)
+        if name == REFERENCE_ROW:
+            measured, cached = _retrain_reference(spec, original.model, splits, preset, options, reporter)
+            if cached:
+                reference_note = f"retrain loaded from the cache ({measured.seconds:.1f} s in an earlier run)"
+        else:
+            measured = _run_row(spec, original.model, splits, reporter)
+        metrics = _metrics(measured.model, splits, options.seed)
+        row = RowResult(
+            method=name,
+            **metrics,
+            disparity=None,
+            seconds=measured.seconds,
+            ratio_to_retrain=None,
+            info=measured.info,
+        )
+        rows.append(row)
+        if name == REFERENCE_ROW:
+            reference = row
+        reporter.log(_row_line(row))
+        if options.out_dir is not None:
+            save_checkpoint(
+                measured.model,
+                options.out_dir / f"{name}.safetensors",
+                {"bench_row": name, "method": spec.method, "params": json.dumps(spec.params)},
+            )
+
+    if reference is not None:
+        for row in rows:
+            row.disparity = avg_disparity(_headline(row), _headline(reference))
+            row.ratio_to_retrain = row.seconds / reference.seconds if reference.seconds > 0 else None
+        original_metrics["disparity"] = avg_disparity(original_metrics, _headline(reference))
+    else:
+        original_metrics["disparity"] = None
+    return BenchReport(
+        preset=preset.name,
+        scenario=options.scenario,
+        seed=options.seed,
+        device=str(pick_device()),
+        original=original_metrics,
+        rows=rows,
+        reference_note=reference_note,
+    )
+
+
+def _original_model(
+    preset: Preset, dataset: Dataset, options: BenchOptions, reporter: Reporter
+) -> CachedModel:
+    from unlearning.pipeline import train_base_model
+
+    recipe = preset.recipe_for(options.seed)
+    path = entry_path(
+        "original",
+        options.cache_root,
+        preset=preset.name,
+        architecture=preset.architecture,
+        recipe=recipe.model_dump(),
+        dataset=dataset.name,
+        train_ids=ids_digest(dataset.train.sample_ids),
+    )
+    cached = load_cached(path)
+    if cached is not None:
+        reporter.log(f"original model: cached at {path} (trained in {cached.seconds:.1f} s)")
+        return cached
+    with reporter.task(f"training the original {preset.architecture} ({recipe.epochs} epochs)") as progress:
+        start = time.perf_counter()
+        model = train_base_model(dataset, preset.architecture, recipe, progress)
+        seconds = time.perf_counter() - start
+    store(model, seconds, path)
+    reporter.log(f"original model: trained in {seconds:.1f} s, cached at {path}")
+    return CachedModel(model.cpu().eval(), seconds, path)
+
+
+def _retrain_reference(
+    spec: RowSpec,
+    original: Classifier,
+    splits: UnlearningSplits,
+    preset: Preset,
+    options: BenchOptions,
+    reporter: Reporter,
+) -> tuple[_Measured, bool]:
+    path = entry_path(
+        "retrain",
+        options.cache_root,
+        preset=preset.name,
+        params=spec.params,
+        original=original.spec.model_dump(),
+        retain_ids=ids_digest(splits.retain.sample_ids),
+    )
+    if options.reuse_retrain:
+        cached = load_cached(path)
+        if cached is not None:
+            reporter.log(f"retrain: reusing the cached reference at {path}")
+            return _Measured(cached.model, cached.seconds, {"cached": str(path)}), True
+    measured = _run_row(spec, original, splits, reporter)
+    store(measured.model, measured.seconds, path)
+    return measured, False
+
+
+def _run_row(spec: RowSpec, original: Classifier, splits: UnlearningSplits, reporter: Reporter) -> _Measured:
+    method = get_method(spec.method)
+    config = parse_params(spec.method, spec.params)
+    with reporter.task(spec.name) as progress:
+        start = time.perf_counter()
+        model, info = method.run(original, splits, config, progress, never_stop)
+        seconds = time.perf_counter() - start
+    return _Measured(model, seconds, info)
+
+
+def _metrics(model: Classifier, splits: UnlearningSplits, seed: int) -> dict[str, float]:
+    audit = audit_model(model, splits, seed=seed)
+    return {"UA": float(audit.UA), "MIA": float(audit.MIA), "RA": float(audit.RA), "TA": float(audit.TA)}
+
+
+def _headline(row: RowResult | dict[str, Any]) -> dict[str, float]:
+    source = row if isinstance(row, dict) else row.__dict__
+    return {key: float(source[key]) for key in ("UA", "MIA", "RA", "TA")}
+
+
+def _row_line(row: RowResult) -> str:
+    info = row.info
+    extra = ""
+    if "iterations" in info:
+        stop, stages = info.get("stop_reason"), info.get("seconds")
+        extra = f", {info['iterations']} iterations, stop: {stop}, stages {stages}"
+    return (
+        f"{row.method}: {row.seconds:.1f} s{extra}; UA {row.UA:.2f} MIA {row.MIA:.2f} RA {row.RA:.2f} "
+        f"TA {row.TA:.2f}"
+    )

@@ -1,0 +1,96 @@
+"""Every DAU hyperparameter, typed, with the default and the reason for it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from unlearning.methods.base import MethodConfig
+from unlearning.methods.dau.attacker import AttackerConfig
+from unlearning.methods.dau.sensitivity import SensitivityMethod
+
+ClassNonMembers = Literal["relabel", "mask_label", "other_classes", "same_class"]
+"""Who plays the non-members when a whole class is forgotten (see `pools.py` for the measurements):
+- `relabel`: validation images of the other classes, their label token set to the forgotten class;
+- `mask_label`: validation images of the other classes, label token zeroed for members and non-members;
+- `other_classes`: validation images of the other classes with their own labels (the label token alone
+  separates them: a control);
+- `same_class`: the forgotten class's own validation images (what random forgetting would do)."""
+
+
+class DauConfig(MethodConfig):
+    """Discriminative Adversarial Unlearning (DESIGN section 9). Defaults work on both bench scenarios."""
+
+    seed: int = Field(0, ge=0, description="Seeds batches, noise and the attacker's initialisation.")
+
+    # The game.
+    iterations: int = Field(80, ge=1, le=100_000, description="Budget of game iterations (defender steps).")
+    attacker_warmup: int = Field(
+        200,
+        ge=0,
+        le=100_000,
+        description="Attacker steps on the frozen defender before the game. Cheap: the defender's outputs "
+        "on the attack pool are computed once and reused.",
+    )
+    attacker_steps: int = Field(2, ge=1, le=100, description="k_att: attacker steps per iteration.")
+    batch_size: int = Field(128, ge=2, le=8192, description="Forget, validation and retain batch size.")
+    alpha: float = Field(3.0, ge=0, le=1000, description="Weight of the adversarial (membership) term.")
+    lambda_bt: float = Field(
+        0.01, ge=0, le=1000, description="Weight of the Barlow Twins term; 0 gives the `dau-nobt` ablation."
+    )
+    bt_off_diagonal: float = Field(0.0051, ge=0, le=1, description="Barlow Twins off-diagonal weight.")
+
+    # Defender optimiser (SGD with momentum, as the base recipe).
+    lr: float = Field(0.01, gt=0, le=10, description="Defender learning rate.")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
+    augment_retain: bool = Field(True, description="Crop + flip the retain batch, as in base training.")
+
+    # Attacker.
+    attacker: AttackerConfig = Field(default_factory=AttackerConfig)
+    attacker_lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate of the attacker.")
+    attacker_weight_decay: float = Field(1e-4, ge=0, le=1)
+
+    # Sensitivity s_c = mean_k |p_c(x + eps u_k) - p_c(x)| / eps.
+    sensitivity_eps: float = Field(1e-3, gt=0, le=1, description="eps: noise scale in [0, 1] pixel space.")
+    sensitivity_copies: int = Field(2, ge=1, le=64, description="m: noisy copies per sample.")
+    sensitivity_method: SensitivityMethod = "finite_difference"
+
+    # Class-wise forgetting.
+    class_alpha_iterations: int = Field(
+        30,
+        ge=0,
+        le=100_000,
+        description="Class-wise: alpha drops to 0 after this many iterations (the attack is won early; the "
+        "rest restores retain accuracy).",
+    )
+    class_nonmembers: ClassNonMembers = "relabel"
+
+    # Early stopping on a held-out part of the attack pool the attacker never trains on.
+    holdout_fraction: float = Field(0.2, gt=0, lt=1, description="Share of forget and val held out.")
+    holdout_max: int = Field(256, ge=8, le=100_000, description="Cap on held-out samples per side.")
+    eval_every: int = Field(10, ge=1, le=100_000, description="Iterations between held-out evaluations.")
+    stop_tolerance: float = Field(
+        0.04, ge=0, le=0.5, description="Won when held-out attacker accuracy is within 0.5 +- this."
+    )
+    stop_patience: int = Field(2, ge=1, le=1000, description="Consecutive won evaluations before stopping.")
+    retain_tolerance: float = Field(
+        1.5,
+        ge=0,
+        le=100,
+        description="Retain accuracy (percent, on a probe) counts as recovered within this "
+        "of the original model's.",
+    )
+    retain_probe: int = Field(512, ge=16, le=100_000, description="Retain samples in the accuracy probe.")
+
+    amp: bool = Field(True, description="bf16 autocast for the defender on CUDA (never on CPU).")
+
+    @model_validator(mode="after")
+    def _check(self) -> DauConfig:
+        if self.attacker.token_dim % self.attacker.heads:
+            raise ValueError(
+                f"attacker.token_dim {self.attacker.token_dim} must be divisible by attacker.heads "
+                f"{self.attacker.heads}"
+            )
+        return self

@@ -1,0 +1,315 @@
+"""Discriminative Adversarial Unlearning: a min-max game between a membership attacker and the model.
+
+Symbols: D the defender (the model being unlearned), A the attacker (`attacker.py`), F a forget batch
+(members), V a validation batch paired with F (non-members, `pools.py`), R a retain batch, z = D's
+penultimate features, p = softmax(D(x)), s = sensitivity of p (`sensitivity.py`), y the label token.
+
+    attacker step (k_att per iteration, D frozen):
+        min_A  BCE(A(p_F, s_F, y_F), 1) + BCE(A(p_V, s_V, y_V), 0)
+    defender step (A frozen, s detached):
+        min_D  CE(D(R), y_R) + alpha * BCE(A(p_F, s_F, y_F), 0) + lambda_bt * BT(z_F, z_V)
+
+The defender term is the non-saturating one: D pushes forget samples toward "non-member" rather than
+away from "member", so its gradient is strongest exactly when the attacker is confident.
+
+What keeps an iteration cheap: D runs in eval mode (batch norm statistics frozen, so noisy copies can
+share one forward and the attack inputs are what an auditor sees); the forget forward that feeds the
+attacker is the same one the defender step back-propagates through; V needs no gradient (BT treats z_V
+as the target); warm-up reuses one pass of D over the attack pool. Stopping: every `eval_every`
+iterations the attacker is scored on held-out forget/val samples it never trained on; random
+forgetting stops once that accuracy stays within 0.5 +- tol with retain accuracy recovered, class-wise
+once alpha has dropped to 0 and retain accuracy is recovered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from unlearning.methods.base import register
+from unlearning.methods.common import (
+    StageClock,
+    batch_to,
+    finish,
+    index_stream,
+    optimiser_step,
+    raise_if_stopped,
+    working_copy,
+)
+from unlearning.methods.dau.attacker import AttackInputs, MembershipAttacker
+from unlearning.methods.dau.barlow_twins import barlow_twins_loss
+from unlearning.methods.dau.config import DauConfig
+from unlearning.methods.dau.pools import AttackPools, PairSampler, build_pools, label_tokens
+from unlearning.methods.dau.sensitivity import sensitivity
+from unlearning.training import augment, autocast, memory_format_for, pick_device
+from unlearning.types import Progress, ShouldStop
+
+if TYPE_CHECKING:
+    from models.base import Classifier
+    from unlearning.data import ImageSet, UnlearningSplits
+
+WARMUP_SHARE = 0.1
+"""Share of the progress bar given to the attacker warm-up."""
+
+
+@dataclass
+class HeldOut:
+    iteration: int
+    attacker_accuracy: float
+    forget_accuracy: float
+    retain_accuracy: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "iteration": self.iteration,
+            "attacker_accuracy": round(self.attacker_accuracy, 4),
+            "forget_accuracy": round(self.forget_accuracy, 2),
+            "retain_accuracy": round(self.retain_accuracy, 2),
+        }
+
+
+class Dau:
+    name = "dau"
+    Config = DauConfig
+
+    def run(
+        self,
+        model: Classifier,
+        splits: UnlearningSplits,
+        config: DauConfig,
+        progress: Progress,
+        should_stop: ShouldStop,
+    ) -> tuple[Classifier, dict[str, Any]]:
+        device = pick_device()
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(config.seed)
+            return _Game(model, splits, config, device).play(progress, should_stop)
+
+
+class _Game:
+    def __init__(self, model: Classifier, splits: UnlearningSplits, config: DauConfig, device: torch.device):
+        self.config = config
+        self.splits = splits
+        self.device = device
+        self.amp = config.amp and device.type == "cuda"
+        self.num_classes = splits.num_classes
+        self.rows = torch.Generator().manual_seed(config.seed)
+        self.noise = torch.Generator(device=device).manual_seed(config.seed + 1)
+        self.clock = StageClock()
+
+        self.defender = working_copy(model, device).eval()
+        self.defender.requires_grad_(True)
+        self.memory_format = memory_format_for(self.defender, device)
+        self.attacker = MembershipAttacker(self.num_classes, config.attacker).to(device)
+        self.defender_optimiser = torch.optim.SGD(
+            self.defender.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+        self.attacker_optimiser = torch.optim.AdamW(
+            self.attacker.parameters(), lr=config.attacker_lr, weight_decay=config.attacker_weight_decay
+        )
+        self.pools: AttackPools = build_pools(
+            splits.forget.labels,
+            splits.val.labels,
+            forget_class=splits.forget_class,
+            class_nonmembers=config.class_nonmembers,
+            holdout_fraction=config.holdout_fraction,
+            holdout_max=config.holdout_max,
+            generator=self.rows,
+        )
+        self.pairs = PairSampler(self.pools, splits.val.labels, self.rows)
+        self.forget_batches = index_stream(len(self.pools.member_train), config.batch_size, self.rows)
+        self.retain_batches = index_stream(len(splits.retain), config.batch_size, self.rows)
+        probe_size = min(config.retain_probe, len(splits.retain))
+        self.retain_probe = torch.randperm(len(splits.retain), generator=self.rows)[:probe_size]
+        self.member_tokens = label_tokens(self.pools.member_token_labels, self.num_classes).to(device)
+        self.nonmember_tokens = label_tokens(self.pools.nonmember_token_labels, self.num_classes).to(device)
+
+    # -- the loop ---------------------------------------------------------------------------------------
+
+    def play(self, progress: Progress, should_stop: ShouldStop) -> tuple[Classifier, dict[str, Any]]:
+        config = self.config
+        start_retain_accuracy = self._accuracy(self.splits.retain, self.retain_probe)
+        with self.clock.stage("attacker_warmup"):
+            self._warm_up(progress, should_stop)
+        trace = [self._evaluate(0)]
+        won_streak, stop_reason, iteration = 0, "budget", 0
+        class_wise = self.splits.forget_class is not None
+        for iteration in range(1, config.iterations + 1):
+            raise_if_stopped(should_stop, f"DAU iteration {iteration}")
+            alpha = config.alpha
+            if class_wise and iteration > config.class_alpha_iterations:
+                alpha = 0.0
+            stage = "game" if alpha > 0 else "restore"
+            with self.clock.stage(stage):
+                self._iteration(alpha)
+            progress(WARMUP_SHARE + (1 - WARMUP_SHARE) * iteration / config.iterations, stage)
+            if iteration % config.eval_every and iteration != config.iterations:
+                continue
+            with self.clock.stage("evaluate"):
+                held_out = self._evaluate(iteration)
+            trace.append(held_out)
+            recovered = held_out.retain_accuracy >= start_retain_accuracy - config.retain_tolerance
+            if class_wise:
+                won = alpha == 0 and recovered
+            else:
+                won = abs(held_out.attacker_accuracy - 0.5) <= config.stop_tolerance and recovered
+            won_streak = won_streak + 1 if won else 0
+            if won_streak >= config.stop_patience:
+                stop_reason = "restored" if class_wise else "won"
+                break
+        progress(1.0, "done")
+        model = finish(self.defender)
+        info = {
+            "iterations": iteration,
+            "stop_reason": stop_reason,
+            "seconds": self.clock.rounded(),
+            "device": str(self.device),
+            "retain_probe_accuracy_start": round(start_retain_accuracy, 2),
+            "attacker_accuracy": {
+                "after_warmup": round(trace[0].attacker_accuracy, 4),
+                "final": round(trace[-1].attacker_accuracy, 4),
+                "trace": [point.as_dict() for point in trace],
+            },
+        }
+        return model, info
+
+    def _warm_up(self, progress: Progress, should_stop: ShouldStop) -> None:
+        """k steps of the attacker against the frozen defender: its view of the pool is computed once."""
+        steps = self.config.attacker_warmup
+        if steps == 0:
+            return
+        members = self._view(self.splits.forget, self.pools.member_train, self.member_tokens)
+        nonmembers = self._view(self.splits.val, self.pools.nonmember_train, self.nonmember_tokens)
+        half = min(self.config.batch_size, len(members), len(nonmembers))
+        for step in range(steps):
+            raise_if_stopped(should_stop, f"DAU attacker warm-up step {step}")
+            member_rows = torch.randint(len(members), (half,), generator=self.rows)
+            nonmember_rows = torch.randint(len(nonmembers), (half,), generator=self.rows)
+            self._attacker_step(
+                members.take(member_rows.to(self.device)), nonmembers.take(nonmember_rows.to(self.device))
+            )
+            progress(WARMUP_SHARE * (step + 1) / steps, "attacker_warmup")
+
+    def _iteration(self, alpha: float) -> None:
+        config, splits = self.config, self.splits
+        forget_rows = self.pools.member_train[next(self.forget_batches)]
+        val_rows = self.pairs.pair(splits.forget.labels[forget_rows])
+        retain_rows = next(self.retain_batches)
+        x_f = self._batch(splits.forget.images[forget_rows])
+        x_v = self._batch(splits.val.images[val_rows])
+        x_r = self._batch(splits.retain.images[retain_rows])
+        y_r = splits.retain.labels[retain_rows].to(self.device)
+        if config.augment_retain:
+            x_r = augment(x_r, self.rows).contiguous(memory_format=self.memory_format)
+
+        with self._autocast():
+            z = self.defender.features(torch.cat([x_r, x_f]))
+            logits = self.defender.head(z)
+        z_f = z[len(x_r) :]
+        logits_r, logits_f = logits[: len(x_r)], logits[len(x_r) :]
+        with torch.no_grad(), self._autocast():
+            z_v = self.defender.features(x_v)
+            logits_v = self.defender.head(z_v)
+
+        adversarial = torch.zeros((), device=self.device)
+        if alpha > 0:
+            p_f = torch.softmax(logits_f.float(), dim=1)
+            p_v = torch.softmax(logits_v.float(), dim=1)
+            s = self._sensitivity(torch.cat([x_f, x_v]), torch.cat([p_f.detach(), p_v]))
+            members = AttackInputs(p_f, s[: len(x_f)], self.member_tokens[forget_rows.to(self.device)])
+            nonmembers = AttackInputs(p_v, s[len(x_f) :], self.nonmember_tokens[val_rows.to(self.device)])
+            for _ in range(config.attacker_steps):
+                self._attacker_step(members.detach(), nonmembers)
+            self.attacker.eval()
+            self.attacker.requires_grad_(False)
+            adversarial = F.binary_cross_entropy_with_logits(
+                self.attacker(members), torch.zeros(len(members), device=self.device)
+            )
+            self.attacker.requires_grad_(True)
+
+        loss = F.cross_entropy(logits_r.float(), y_r) + alpha * adversarial
+        if config.lambda_bt > 0:
+            loss = loss + config.lambda_bt * barlow_twins_loss(z_f, z_v, config.bt_off_diagonal)
+        loss.backward()
+        optimiser_step(self.defender_optimiser, self.defender)
+
+    # -- pieces -----------------------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        return autocast(self.device) if self.amp else contextlib.nullcontext()
+
+    def _batch(self, images: Tensor) -> Tensor:
+        return batch_to(images, self.device, self.memory_format)
+
+    def _attacker_step(self, members: AttackInputs, nonmembers: AttackInputs) -> None:
+        self.attacker.train()
+        logits = self.attacker(members.cat(nonmembers))
+        target = torch.cat([torch.ones(len(members)), torch.zeros(len(nonmembers))]).to(self.device)
+        loss = F.binary_cross_entropy_with_logits(logits, target)
+        loss.backward()
+        self.attacker_optimiser.step()
+        self.attacker_optimiser.zero_grad(set_to_none=True)
+
+    def _sensitivity(self, x: Tensor, probs: Tensor) -> Tensor:
+        config = self.config
+        return sensitivity(
+            self.defender,
+            x,
+            probs=None if self.amp else probs,
+            eps=config.sensitivity_eps,
+            copies=config.sensitivity_copies,
+            method=config.sensitivity_method,
+            generator=self.noise,
+        )
+
+    @torch.no_grad()
+    def _view(self, images: ImageSet, rows: Tensor, tokens: Tensor) -> AttackInputs:
+        """The attacker's inputs for `rows` of `images` under the current (frozen) defender."""
+        chunks = []
+        for chunk in rows.split(512):
+            x = self._batch(images.images[chunk])
+            with self._autocast():
+                probs = torch.softmax(self.defender(x).float(), dim=1)
+            chunks.append(AttackInputs(probs, self._sensitivity(x, probs), tokens[chunk.to(self.device)]))
+        view = chunks[0]
+        for chunk_view in chunks[1:]:
+            view = view.cat(chunk_view)
+        return view
+
+    @torch.no_grad()
+    def _evaluate(self, iteration: int) -> HeldOut:
+        members = self._view(self.splits.forget, self.pools.member_holdout, self.member_tokens)
+        nonmembers = self._view(self.splits.val, self.pools.nonmember_holdout, self.nonmember_tokens)
+        self.attacker.eval()
+        said_member = torch.cat([self.attacker(members), self.attacker(nonmembers)]) > 0
+        truth = torch.cat([torch.ones(len(members)), torch.zeros(len(nonmembers))]).to(self.device).bool()
+        forget_labels = self.splits.forget.labels[self.pools.member_holdout].to(self.device)
+        forget_accuracy = (members.probs.argmax(1) == forget_labels).float().mean().item() * 100
+        return HeldOut(
+            iteration=iteration,
+            attacker_accuracy=(said_member == truth).float().mean().item(),
+            forget_accuracy=forget_accuracy,
+            retain_accuracy=self._accuracy(self.splits.retain, self.retain_probe),
+        )
+
+    @torch.no_grad()
+    def _accuracy(self, images: ImageSet, rows: Tensor) -> float:
+        correct = 0
+        for chunk in rows.split(512):
+            x = self._batch(images.images[chunk])
+            with self._autocast():
+                predicted = self.defender(x).argmax(1).cpu()
+            correct += int((predicted == images.labels[chunk]).sum())
+        return 100.0 * correct / max(1, len(rows))
+
+
+register(Dau())
