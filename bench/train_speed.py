@@ -22,10 +22,13 @@ def main() -> None:
     parser.add_argument("--architecture", default="resnet_small")
     parser.add_argument("--width", type=int, default=None, help="override the architecture's base width")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
 
     import torch
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     from models.registry import build_model
     from unlearning.data import load_cifar10_cpu_preset
     from unlearning.pipeline import spec_for

@@ -27,13 +27,13 @@ class DauConfig(MethodConfig):
     # The game.
     iterations: int = Field(80, ge=1, le=100_000, description="Budget of game iterations (defender steps).")
     attacker_warmup: int = Field(
-        200,
+        60,
         ge=0,
         le=100_000,
         description="Attacker steps on the frozen defender before the game. Cheap: the defender's outputs "
         "on the attack pool are computed once and reused.",
     )
-    attacker_steps: int = Field(2, ge=1, le=100, description="k_att: attacker steps per iteration.")
+    attacker_steps: int = Field(1, ge=1, le=100, description="k_att: attacker steps per iteration.")
     batch_size: int = Field(128, ge=2, le=8192, description="Forget, validation and retain batch size.")
     alpha: float = Field(3.0, ge=0, le=1000, description="Weight of the adversarial (membership) term.")
     lambda_bt: float = Field(
