@@ -141,6 +141,21 @@ def memory_format_for(model: Classifier, device: torch.device) -> torch.memory_f
     return torch.channels_last
 
 
+ONE_CYCLE_MIN_STEPS = 8
+"""Below this many steps OneCycleLR's warm-up phase is empty (it divides by zero); use a flat rate."""
+
+
+def one_cycle_schedule(
+    optimizer: torch.optim.Optimizer, lr_max: float, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """One-cycle learning rate (25% warm-up); a constant `lr_max` for runs too short to have a cycle."""
+    if total_steps < ONE_CYCLE_MIN_STEPS:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr_max, total_steps=total_steps, pct_start=0.25
+    )
+
+
 def train_model(
     model: Classifier,
     data: ImageSet,
@@ -169,9 +184,7 @@ def train_model(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=recipe.lr_max, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=recipe.lr_max, total_steps=total_steps, pct_start=0.25
-    )
+    schedule = one_cycle_schedule(optimizer, recipe.lr_max, total_steps)
     scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(device))
     augmented = recipe.augment and min(data.images.shape[2:]) >= AUGMENT_MIN_SIZE
 

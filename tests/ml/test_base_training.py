@@ -90,6 +90,14 @@ def test_training_on_digits_beats_chance_quickly(digits) -> None:
     assert not model.training
 
 
+def test_runs_too_short_for_a_one_cycle_schedule_still_train(digits) -> None:
+    few = digits.train.subset(list(range(300)))  # 1 epoch of batch 128: 3 steps, no room for a warm-up
+    model = build_model(spec_for(digits, "mlp"))
+    before = [p.detach().clone() for p in model.parameters()]
+    train_model(model, few, TrainRecipe(epochs=1), device="cpu")
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
 def test_training_is_reproducible_with_a_seed(digits) -> None:
     recipe = TrainRecipe(epochs=1, seed=5)
     first = train_base_model(digits, "mlp", recipe, device="cpu")
