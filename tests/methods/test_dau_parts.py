@@ -189,3 +189,13 @@ def test_class_wise_non_members_follow_the_chosen_option(
     assert set(built.nonmember_token_labels[rows].tolist()) == nonmember_token
     assert set(built.member_token_labels.tolist()) == member_token
     assert not built.pair_by_class
+
+
+def test_last_parameters_freezes_the_early_layers_and_keeps_the_share() -> None:
+    from unlearning.methods.dau.method import last_parameters
+
+    net = torch.nn.Sequential(torch.nn.Linear(10, 10), torch.nn.Linear(10, 10), torch.nn.Linear(10, 2))
+    trainable = last_parameters(net, 0.05)  # 12.1 of 242 weights: whole tensors, the last layer only
+    assert {id(p) for p in trainable} == {id(p) for p in net[2].parameters()}
+    assert not any(p.requires_grad for p in net[0].parameters())
+    assert len(last_parameters(net, 1.0)) == len(list(net.parameters()))

@@ -35,6 +35,9 @@ class DauConfig(MethodConfig):
     )
     attacker_steps: int = Field(1, ge=1, le=100, description="k_att: attacker steps per iteration.")
     batch_size: int = Field(128, ge=2, le=8192, description="Forget, validation and retain batch size.")
+    retain_batch_size: int | None = Field(
+        None, ge=2, le=8192, description="Retain batch of the CE term; None = batch_size."
+    )
     alpha: float = Field(3.0, ge=0, le=1000, description="Weight of the adversarial (membership) term.")
     lambda_bt: float = Field(
         0.01, ge=0, le=1000, description="Weight of the Barlow Twins term; 0 gives the `dau-nobt` ablation."
@@ -45,6 +48,12 @@ class DauConfig(MethodConfig):
     lr: float = Field(0.01, gt=0, le=10, description="Defender learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0, le=1)
+    update_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of the weights (the last layers') the defender updates; earlier ones stay frozen.",
+    )
     augment_retain: bool = Field(True, description="Crop + flip the retain batch, as in base training.")
 
     # Attacker.
@@ -58,6 +67,13 @@ class DauConfig(MethodConfig):
     sensitivity_method: SensitivityMethod = "finite_difference"
 
     # Class-wise forgetting.
+    random_alpha_iterations: int | None = Field(
+        None,
+        ge=0,
+        le=100_000,
+        description="Random forgetting: alpha drops to 0 after this many iterations (None: never), leaving "
+        "retain-only iterations that repair collateral damage.",
+    )
     class_alpha_iterations: int = Field(
         30,
         ge=0,

@@ -73,6 +73,21 @@ class HeldOut:
         }
 
 
+def last_parameters(model: torch.nn.Module, fraction: float) -> list[torch.nn.Parameter]:
+    """Unfreeze the last parameters (in the network's order) holding `fraction` of all weights, freeze the
+    rest. Memorised detail sits mostly in the late layers, and the backward pass stops at the first
+    trainable layer, so the expensive high-resolution early layers cost no gradient work."""
+    named = list(model.named_parameters())
+    budget = fraction * sum(param.numel() for _, param in named)
+    trainable: list[torch.nn.Parameter] = []
+    for _, param in reversed(named):
+        param.requires_grad_(budget > 0)
+        if budget > 0:
+            trainable.append(param)
+        budget -= param.numel()
+    return trainable
+
+
 class Dau:
     name = "dau"
     Config = DauConfig
@@ -104,11 +119,11 @@ class _Game:
         self.clock = StageClock()
 
         self.defender = working_copy(model, device).eval()
-        self.defender.requires_grad_(True)
+        trainable = last_parameters(self.defender, config.update_fraction)
         self.memory_format = memory_format_for(self.defender, device)
         self.attacker = MembershipAttacker(self.num_classes, config.attacker).to(device)
         self.defender_optimiser = torch.optim.SGD(
-            self.defender.parameters(),
+            trainable,
             lr=config.lr,
             momentum=config.momentum,
             weight_decay=config.weight_decay,
@@ -127,7 +142,8 @@ class _Game:
         )
         self.pairs = PairSampler(self.pools, splits.val.labels, self.rows)
         self.forget_batches = index_stream(len(self.pools.member_train), config.batch_size, self.rows)
-        self.retain_batches = index_stream(len(splits.retain), config.batch_size, self.rows)
+        retain_batch = config.retain_batch_size or config.batch_size
+        self.retain_batches = index_stream(len(splits.retain), retain_batch, self.rows)
         probe_size = min(config.retain_probe, len(splits.retain))
         self.retain_probe = torch.randperm(len(splits.retain), generator=self.rows)[:probe_size]
         self.member_tokens = label_tokens(self.pools.member_token_labels, self.num_classes).to(device)
@@ -146,7 +162,8 @@ class _Game:
         for iteration in range(1, config.iterations + 1):
             raise_if_stopped(should_stop, f"DAU iteration {iteration}")
             alpha = config.alpha
-            if class_wise and iteration > config.class_alpha_iterations:
+            alpha_iterations = config.class_alpha_iterations if class_wise else config.random_alpha_iterations
+            if alpha_iterations is not None and iteration > alpha_iterations:
                 alpha = 0.0
             stage = "game" if alpha > 0 else "restore"
             with self.clock.stage(stage):
