@@ -54,6 +54,16 @@ def bench(
         Path | None,
         typer.Option("--data", help="CIFAR-10 archive or tree (default ../shared/data/cifar10-jpeg.tar.gz)."),
     ] = None,
+    sparsity: Annotated[
+        float | None,
+        typer.Option(
+            "--sparsity",
+            min=0.0,
+            max=0.999,
+            help="Prune the original's conv weights to this share of zeros (e.g. 0.95), retrain it with the "
+            "mask fixed, and run every method on it (the mask is kept).",
+        ),
+    ] = None,
     reuse_retrain: Annotated[
         bool,
         typer.Option(
@@ -80,6 +90,7 @@ def bench(
         forget_class=forget_class,
         out_dir=out,
         data_path=data,
+        sparsity=sparsity,
         reuse_retrain=reuse_retrain,
     )
     status = Console(stderr=True)

@@ -71,6 +71,34 @@ def test_smoke_bench_end_to_end_writes_the_json_and_checkpoints(tmp_path: Path, 
     assert json.loads(json_path.read_text())["original"] == report["original"]
 
 
+def test_sparse_bench_runs_every_row_on_the_pruned_original_and_keeps_its_zeros(
+    tmp_path: Path, cache: Path
+) -> None:
+    from unlearning.pruning import prunable_parameters, sparsity_of
+
+    json_path, out = tmp_path / "sparse.json", tmp_path / "out"
+    args = ["bench", "--preset", "smoke", "--scenario", "class", "--json", str(json_path), "--out", str(out)]
+    args += ["--methods", "retrain,dau,ft", "--sparsity", "0.9"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    report = json.loads(json_path.read_text())
+    assert report["sparsity"] == 0.9 and "90% sparse" in result.output
+    original = load_checkpoint(out / "original.safetensors").model
+    assert sparsity_of(original) >= 0.9 - 1e-3
+    pruned = {name: original.masks[name] for name in prunable_parameters(original)}
+    for name in ("retrain", "dau", "ft"):
+        model = load_checkpoint(out / f"{name}.safetensors").model
+        params = dict(model.named_parameters())
+        for weight, mask in pruned.items():
+            assert not params[weight][~mask].any(), f"{name} revived pruned weights of {weight}"
+        assert sparsity_of(model) >= 0.9 - 1e-3
+
+    again_args = [*args[:-4], "--methods", "retrain", "--reuse-retrain", "--sparsity", "0.9"]
+    again = CliRunner().invoke(app, again_args)
+    assert again.exit_code == 0, again.output
+    assert "sparse original (90%): cached" in again.output
+
+
 def test_unknown_method_or_preset_is_a_clean_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,

@@ -1,7 +1,7 @@
 """The bench result: the JSON other tools read (DESIGN section 11) and the table people read.
 
-JSON: {"preset", "scenario", "seed", "device", "original": {...}, "rows": [{"method", "UA", "MIA", "RA",
-"TA", "disparity", "seconds", "ratio_to_retrain"}]}. Metrics are percentages; `disparity` is Avg.
+JSON: {"preset", "scenario", "seed", "sparsity", "device", "original": {...}, "rows": [{"method", "UA",
+"MIA", "RA", "TA", "disparity", "seconds", "ratio_to_retrain"}]}. Metrics are percentages; `disparity` is Avg.
 Disparity against the retrain row (null without one), `ratio_to_retrain` = seconds / retrain's seconds.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 from rich.table import Table
 
 ROW_KEYS = ("method", "UA", "MIA", "RA", "TA", "disparity", "seconds", "ratio_to_retrain")
-TOP_KEYS = ("preset", "scenario", "seed", "device", "original", "rows")
+TOP_KEYS = ("preset", "scenario", "seed", "sparsity", "device", "original", "rows")
 
 
 @dataclass
@@ -43,6 +43,8 @@ class BenchReport:
     original: dict[str, float | None]
     """train_acc, test_acc, UA, MIA, RA, TA of the original model, and its disparity to retrain."""
     rows: list[RowResult]
+    sparsity: float | None = None
+    """Share of prunable weights zeroed in the original (None: the dense original)."""
     reference_note: str | None = None
     """Set when the retrain reference was loaded from the cache instead of measured in this run."""
 
@@ -51,6 +53,7 @@ class BenchReport:
             "preset": self.preset,
             "scenario": self.scenario,
             "seed": self.seed,
+            "sparsity": self.sparsity,
             "device": self.device,
             "original": {key: _rounded(value) for key, value in self.original.items()},
             "rows": [row.as_json() for row in self.rows],
@@ -58,7 +61,9 @@ class BenchReport:
 
     def tables(self) -> list[Table]:
         title = (
-            f"unlearn bench: preset {self.preset}, scenario {self.scenario}, seed {self.seed}, {self.device}"
+            f"unlearn bench: preset {self.preset}, scenario {self.scenario}, seed {self.seed}, "
+            + ("dense" if self.sparsity is None else f"{self.sparsity:.0%} sparse")
+            + f", {self.device}"
         )
         original = Table(title=f"{title}\noriginal model (no unlearning)")
         for column in ("train acc", "test acc", "UA", "MIA", "RA", "TA", "disparity"):

@@ -56,6 +56,9 @@ class BenchOptions:
     out_dir: Path | None = None
     data_path: Path | None = None
     cache_root: Path | None = None
+    sparsity: float | None = None
+    """Prune the original to this share of zero conv weights and retrain it with the mask fixed (Jia et al.
+    2023); every row then starts from the sparse original and keeps its mask."""
     reuse_retrain: bool = False
     """Load the retrain reference from the cache (when there) instead of retraining: for tuning only,
     since its seconds come from an earlier run."""
@@ -79,6 +82,8 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None) -> BenchR
         + (f", class {splits.forget_class})" if splits.forget_class is not None else ")")
     )
     original = _original_model(preset, dataset, options, reporter)
+    if options.sparsity is not None:
+        original = _sparse_original(original, preset, dataset, options, reporter)
     original_metrics = _metrics(original.model, splits, options.seed)
     original_metrics = {
         "train_acc": accuracy(original.model, dataset.train),
@@ -101,6 +106,10 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None) -> BenchR
                 reference_note = f"retrain loaded from the cache ({measured.seconds:.1f} s in an earlier run)"
         else:
             measured = _run_row(spec, original.model, splits, reporter)
+        if options.sparsity is not None:
+            from unlearning.pruning import sparsity_of
+
+            measured.info["sparsity"] = sparsity_of(measured.model)
         metrics = _metrics(measured.model, splits, options.seed)
         row = RowResult(
             method=name,
@@ -130,6 +139,7 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None) -> BenchR
         original_metrics["disparity"] = None
     return BenchReport(
         preset=preset.name,
+        sparsity=options.sparsity,
         scenario=options.scenario,
         seed=options.seed,
         device=str(pick_device()),
@@ -167,6 +177,37 @@ def _original_model(
     return CachedModel(model.cpu().eval(), seconds, path)
 
 
+def _sparse_original(
+    dense: CachedModel, preset: Preset, dataset: Dataset, options: BenchOptions, reporter: Reporter
+) -> CachedModel:
+    from unlearning.pruning import prune_and_retrain, sparsity_of
+
+    assert options.sparsity is not None
+    recipe = preset.recipe_for(options.seed)
+    path = entry_path(
+        "sparse-original",
+        options.cache_root,
+        dense=dense.path.parent.name,
+        sparsity=options.sparsity,
+        recipe=recipe.model_dump(),
+        train_ids=ids_digest(dataset.train.sample_ids),
+    )
+    cached = load_cached(path)
+    if cached is not None:
+        reporter.log(f"sparse original ({options.sparsity:.0%}): cached at {path}")
+        return cached
+    with reporter.task(f"pruning to {options.sparsity:.0%} sparsity and retraining the mask") as progress:
+        start = time.perf_counter()
+        model = prune_and_retrain(dense.model, dataset.train, options.sparsity, recipe, progress=progress)
+        seconds = time.perf_counter() - start
+    store(model, seconds, path)
+    reporter.log(
+        f"sparse original: {sparsity_of(model):.1%} of prunable weights zero, made in {seconds:.1f} s, "
+        f"cached at {path}"
+    )
+    return CachedModel(model.cpu().eval(), seconds, path)
+
+
 def _retrain_reference(
     spec: RowSpec,
     original: Classifier,
@@ -181,6 +222,7 @@ def _retrain_reference(
         preset=preset.name,
         params=spec.params,
         original=original.spec.model_dump(),
+        sparsity=options.sparsity,
         retain_ids=ids_digest(splits.retain.sample_ids),
     )
     if options.reuse_retrain:
@@ -219,6 +261,8 @@ def _row_line(row: RowResult) -> str:
     if "iterations" in info:
         stop, stages = info.get("stop_reason"), info.get("seconds")
         extra = f", {info['iterations']} iterations, stop: {stop}, stages {stages}"
+    if "sparsity" in info:
+        extra += f", sparsity {info['sparsity']:.1%}"
     return (
         f"{row.method}: {row.seconds:.1f} s{extra}; UA {row.UA:.2f} MIA {row.MIA:.2f} RA {row.RA:.2f} "
         f"TA {row.TA:.2f}"
