@@ -9,6 +9,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.audit_log.routes import router as audit_log_router
+from app.callbacks import Notify, background_sender
 from app.certificates.routes import router as certificates_router
 from app.datasets.routes import router as datasets_router
 from app.deletion.routes import router as deletion_router
@@ -125,8 +126,11 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return build
 
 
-def create_app(settings: Settings | None = None, *, enqueue: Enqueue | None = None) -> FastAPI:
-    """The API for `settings` (default: from the environment); `enqueue` replaces the Celery sender."""
+def create_app(
+    settings: Settings | None = None, *, enqueue: Enqueue | None = None, notify: Notify | None = None
+) -> FastAPI:
+    """The API for `settings` (default: from the environment); `enqueue` replaces the Celery sender,
+    `notify` the background sender of status-change callbacks."""
     settings = settings or get_settings()
     app = FastAPI(
         title="unlearn-service",
@@ -136,6 +140,7 @@ def create_app(settings: Settings | None = None, *, enqueue: Enqueue | None = No
     )
     app.state.settings = settings
     app.state.enqueue = enqueue or CeleryEnqueue(settings.broker_url, settings.queue_name)
+    app.state.notify = notify or background_sender(settings)
     install_problem_handlers(app)
     app.add_middleware(RequestGuard, max_json_bytes=settings.max_json_bytes)
     app.state.metrics = install_metrics(app)  # outermost: counts the guard's 413/415 answers too

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After sent while a request is unfinished.")
     deadline_days: int = Field(default=30, ge=1, description="Informational; due_at is one calendar month.")
     callback_timeout_s: float = Field(default=10.0, gt=0)
+    callback_attempts: int = Field(default=6, ge=1, description="Tries per callback delivery.")
+    callback_backoff_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="Wait before the second try of a callback; doubled before each next one.",
+    )
     max_json_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Cap on JSON request bodies.")
     verify_uploaded_weights: bool = Field(
         default=True,

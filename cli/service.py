@@ -135,7 +135,9 @@ def worker(
 def demo(
     var_dir: VarDirOption = Path("./var"),
     port: Annotated[int, typer.Option(help="API port (0: any free port).")] = 0,
-    samples: Annotated[int, typer.Option(min=1, max=200, help="Train samples to forget.")] = 20,
+    forget_class: Annotated[
+        int, typer.Option("--forget-class", min=0, max=9, help="The digit whose training images to forget.")
+    ] = 3,
     epochs: Annotated[int, typer.Option(min=1, max=200, help="Epochs of the base model.")] = 15,
     torch_threads: Annotated[
         int, typer.Option("--torch-threads", min=1, help="CPU threads of the worker (an MLP needs one).")
@@ -160,7 +162,7 @@ def demo(
             stack.admin_key,
             stack.var_dir,
             console,
-            forget_count=samples,
+            forget_class=forget_class,
             epochs=epochs,
             check_alive=stack.check_alive,
         )
@@ -178,6 +180,6 @@ def demo(
     finally:
         stack.stop()
     console.print(
-        f"\n[bold green]demo passed.[/bold green] Its data stays in {stack.var_dir}: "
-        "`unlearn up` shows the model and the request."
+        f"\n[bold green]demo passed.[/bold green] Its data stays in {stack.var_dir}: `unlearn up` serves "
+        f"the model and the request again (the GET paths above take the key in {stack.admin_key_path})."
     )

@@ -3,44 +3,35 @@
 The API registers a dataset by listing its samples (id, label, split) without decoding a single image,
 and must agree exactly with what the loaders in `unlearning.data` produce from the same source and
 options (the worker later loads the dataset with those loaders and the same options). The rules below
-mirror the loaders': `load_digits` (seeded stratified split), `load_imagefolder` (relative paths, sorted
-files, per-class seeded hold-outs) and `load_npz` (arrays `y`, `sample_id`, `split`). A test checks the
+mirror the loaders': `load_digits` (seeded stratified split), `load_imagefolder` (the very same layout
+rules, `unlearning.folder_layout`) and `load_npz` (arrays `y`, `sample_id`, `split`). A test checks the
 agreement against the real loaders.
 
-Only numpy, scikit-learn and the standard library are imported here (never torch).
+Only numpy, scikit-learn, pydantic (method configs) and the standard library are imported here (never
+torch).
 """
 
 from __future__ import annotations
 
-import importlib
-import random
 import tarfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-SPLITS = ("train", "val", "test")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+from unlearning.folder_layout import (
+    ARCHIVE_SUFFIXES,
+    SPLITS,
+    LayoutError,
+    descend_wrapper,
+    is_image_name,
+    limit_per_class,
+    plan_splits,
+)
+from unlearning.methods.base import BUILTIN_METHODS, MethodConfig, config_class
 
-METHOD_CONFIGS: dict[str, str] = {
-    "condensation": "unlearning.methods.condensation.method:CondensationConfig",
-    "dau": "unlearning.methods.dau.config:DauConfig",
-    "ff": "unlearning.methods.ff:FfConfig",
-    "ft": "unlearning.methods.ft:FtConfig",
-    "ga": "unlearning.methods.ga:GaConfig",
-    "iu": "unlearning.methods.iu:IuConfig",
-    "l1-sparse": "unlearning.methods.l1_sparse:L1SparseConfig",
-    "multigan": "unlearning.methods.multigan.method:MultiGanConfig",
-    "retrain": "unlearning.methods.retrain:RetrainConfig",
-    "salun": "unlearning.methods.salun:SalunConfig",
-    "scrub": "unlearning.methods.scrub:ScrubConfig",
-}
-"""Method name -> "module:ConfigClass" for every registered method (a test keeps this in step with
-`unlearning.methods.available_methods()`). The modules should import without torch (see CONTRACTS.md)."""
-
-METHOD_NAMES: tuple[str, ...] = tuple(METHOD_CONFIGS)
+METHOD_NAMES: tuple[str, ...] = tuple(BUILTIN_METHODS)
+"""Every built-in method (the one table is `unlearning.methods.base.BUILTIN_METHODS`)."""
 DATASET_FORMATS = ("imagefolder", "digits", "npz")
 
 
@@ -187,38 +178,13 @@ class _Tree:
     def is_dir(self, p: PurePosixPath) -> bool:
         return p in self.dirs
 
-
-def _is_image(tree: _Tree, p: PurePosixPath) -> bool:
-    return p in tree.files and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-
-
-def _resolve_root(tree: _Tree) -> PurePosixPath:
-    root = PurePosixPath(".")
-    while True:
-        entries = [e for e in tree.children(root) if not e.name.startswith(".")]
-        if len(entries) == 1 and tree.is_dir(entries[0]) and entries[0].name not in SPLITS:
-            if any(tree.is_dir(child) for child in tree.children(entries[0])):
-                root = entries[0]
-                continue
-        return root
-
-
-def _class_files(tree: _Tree, folder: PurePosixPath) -> dict[str, list[PurePosixPath]]:
-    classes = sorted(e.name for e in tree.children(folder) if tree.is_dir(e) and not e.name.startswith("."))
-    return {name: [f for f in tree.children(folder / name) if _is_image(tree, f)] for name in classes}
-
-
-def _hold_out(files: list[PurePosixPath], fraction: float, seed: int, class_name: str, what: str) -> tuple:
-    count = round(fraction * len(files))
-    if fraction > 0 and len(files) > 1:
-        count = max(count, 1)
-    chosen = set(random.Random(f"{seed}:{what}:{class_name}").sample(range(len(files)), count))
-    kept = [f for i, f in enumerate(files) if i not in chosen]
-    return kept, [f for i, f in enumerate(files) if i in chosen]
+    def is_image(self, p: PurePosixPath) -> bool:
+        return p in self.files and is_image_name(p)
 
 
 def _imagefolder(path: Path, options: Mapping[str, Any]) -> Catalog:
-    """Mirror of `load_imagefolder(root, val_fraction, test_fraction, seed, per_class_limits)`."""
+    """Mirror of `load_imagefolder(root, val_fraction, test_fraction, seed, per_class_limits)`: the same
+    rules (`unlearning.folder_layout`) over the folder's or archive's file list instead of the disk."""
     _refuse_unknown(options, ("seed", "val_fraction", "test_fraction", "per_class_limits", "image_size"))
     seed = _option(options, "seed", 0, int, lo=0, hi=2**32 - 1)
     val_fraction = _option(options, "val_fraction", 0.1, float, lo=0.0, hi=0.999)
@@ -232,39 +198,20 @@ def _imagefolder(path: Path, options: Mapping[str, Any]) -> Catalog:
         message = f"per_class_limits must map train/val/test to counts >= 0, got {limits!r}"
         raise CatalogError("options.per_class_limits", message)
     tree = _Tree.from_path(path)
-    root = _resolve_root(tree)
-    split_layout = tree.is_dir(root / "train")
-    train_folder = root / "train" if split_layout else root
-    by_class = _class_files(tree, train_folder)
-    class_names = list(by_class)
-    if not class_names:
-        raise CatalogError("uri", f"no class folders found in {str(path)!r}")
-    label_of = {name: index for index, name in enumerate(class_names)}
-    per_split: dict[str, dict[str, list[PurePosixPath]]] = {split: {} for split in SPLITS}
-    has_folder = {split: split_layout and tree.is_dir(root / split) for split in ("val", "test")}
-    for split in ("val", "test"):
-        if has_folder[split]:
-            found = _class_files(tree, root / split)
-            unknown = sorted(found.keys() - label_of.keys())
-            if unknown:
-                raise CatalogError("uri", f"{split}/ has class folders that train/ lacks: {unknown}")
-            per_split[split] = found
-    for name, files in by_class.items():
-        if not has_folder["test"]:
-            files, per_split["test"][name] = _hold_out(files, test_fraction, seed, name, "test")
-        if not has_folder["val"]:
-            files, per_split["val"][name] = _hold_out(files, val_fraction, seed, name, "val")
-        per_split["train"][name] = files
-    samples: list[SampleRow] = []
-    for split in SPLITS:
-        counts: dict[int, int] = {}
-        for name in class_names:
-            for f in per_split[split].get(name, []):
-                label = label_of[name]
-                if split in limits and counts.get(label, 0) >= limits[split]:
-                    continue
-                counts[label] = counts.get(label, 0) + 1
-                samples.append(SampleRow(f.relative_to(root).as_posix(), label, split))
+    root = descend_wrapper(PurePosixPath("."), tree.children, tree.is_dir)
+    try:
+        class_names, plan = plan_splits(
+            root, tree.children, tree.is_dir, tree.is_image,
+            val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+        )
+    except LayoutError as error:
+        raise CatalogError("uri", f"{error} (under {str(path)!r})") from None
+    plan = limit_per_class(plan, limits)
+    samples = [
+        SampleRow(file.relative_to(root).as_posix(), label, split)
+        for split in SPLITS
+        for file, label in plan[split]
+    ]
     if not any(row.split == "train" for row in samples):
         raise CatalogError("uri", f"no image files found under {str(path)!r}")
     return Catalog(class_names, samples)
@@ -326,11 +273,8 @@ def _npz(path: Path, options: Mapping[str, Any]) -> Catalog:
 # --- methods ------------------------------------------------------------------------------------------
 
 
-def method_config(name: str) -> type:
-    """The pydantic Config class of method `name` (imported lazily; must not import torch)."""
-    try:
-        target = METHOD_CONFIGS[name]
-    except KeyError:
-        raise KeyError(f"unknown method {name!r}; known: {list(METHOD_NAMES)}") from None
-    module_name, _, class_name = target.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)  # type: ignore[no-any-return]
+def method_config(name: str) -> type[MethodConfig]:
+    """The pydantic Config class of method `name`, without importing the method (nor torch).
+
+    Raises `unlearning.methods.UnknownMethodError` (a KeyError) for an unknown name."""
+    return config_class(name)

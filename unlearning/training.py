@@ -11,29 +11,15 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from models.base import Classifier
 from unlearning.data import ImageSet
+from unlearning.recipe import TrainRecipe as TrainRecipe  # defined torch-free; re-exported
 from unlearning.types import Cancelled, Progress, ShouldStop, never_stop, no_progress
 
 AUGMENT_MIN_SIZE = 16
 """Crop and flip only images at least this large: on 8x8 digits a 4-pixel shift destroys the digit."""
-
-
-class TrainRecipe(BaseModel):
-    """SGD with momentum and a one-cycle learning-rate schedule (DESIGN section 11)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    epochs: int = Field(default=30, ge=1)
-    batch_size: int = Field(default=128, ge=1)
-    lr_max: float = Field(default=0.05, gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=5e-4, ge=0)
-    augment: bool = True
-    seed: int = 0
 
 
 def pick_device() -> torch.device:

@@ -16,6 +16,7 @@ sample IDs with the same method and params. A class-wise request runs alone (one
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from app.db import (
@@ -160,19 +161,37 @@ def _coalescable(first: DeletionRequest, other: DeletionRequest) -> bool:
     )
 
 
-def _cancel_queued(session: Session, request: DeletionRequest, now: datetime, actor: str) -> None:
+def _cancel(
+    session: Session, request: DeletionRequest, now: datetime, actor: str, job_id: str | None
+) -> None:
+    """End a request `cancelled`: while it runs in `job_id`, or (None) while queued, leaving its job."""
     request.status = RequestStatus.cancelled
     request.stage = "cancelled"
     request.finished_at = now
-    request.job_id = None
+    if job_id is None:
+        request.job_id = None
     append_audit_event(
         session,
         AuditEventType.request_cancelled,
         actor=actor,
         request_id=request.id,
         model_id=request.model_id,
-        data={"while": "queued"},
+        job_id=job_id,
+        data={"while": "queued" if job_id is None else "running"},
     )
+
+
+def _without_cancelled(
+    session: Session, requests: Iterable[DeletionRequest], now: datetime, actor: str
+) -> list[DeletionRequest]:
+    """Cancel the queued requests that asked for it; the others, in their order."""
+    kept = []
+    for request in requests:
+        if request.cancel_requested:
+            _cancel(session, request, now, actor, None)
+        else:
+            kept.append(request)
+    return kept
 
 
 def _fail_requests(
@@ -202,16 +221,20 @@ def _fail_requests(
     return failed
 
 
-def _active_requests_of_job(session: Session, job_id: str) -> list[DeletionRequest]:
+def _requests(session: Session, *where: ColumnElement[bool]) -> list[DeletionRequest]:
+    """The requests matching `where`, oldest first (the order a job serves them in)."""
     return list(
         session.execute(
-            select(DeletionRequest)
-            .where(
-                DeletionRequest.job_id == job_id,
-                DeletionRequest.status.in_([RequestStatus.queued, RequestStatus.running]),
-            )
-            .order_by(DeletionRequest.received_at, DeletionRequest.id)
+            select(DeletionRequest).where(*where).order_by(DeletionRequest.received_at, DeletionRequest.id)
         ).scalars()
+    )
+
+
+def _active_requests_of_job(session: Session, job_id: str) -> list[DeletionRequest]:
+    return _requests(
+        session,
+        DeletionRequest.job_id == job_id,
+        DeletionRequest.status.in_([RequestStatus.queued, RequestStatus.running]),
     )
 
 
@@ -241,6 +264,53 @@ def _exhausted(job: Job, max_attempts: int) -> dict[str, Any]:
     )
 
 
+def _busy(job: Job, now: datetime, stale_after_s: float) -> ClaimOutcome | None:
+    """`busy` when another worker runs `job` and still heartbeats."""
+    if job.status == JobStatus.running and heartbeat_fresh(job, now, stale_after_s):
+        return ClaimOutcome(ClaimStatus.busy, detail=f"job {job.id} runs on {job.worker_id}")
+    return None
+
+
+def _new_job(session: Session, model_id: str, kind: str) -> Job:
+    job = Job(model_id=model_id, kind=kind, status=JobStatus.queued, attempts=0, request_ids=[])
+    session.add(job)
+    session.flush()
+    return job
+
+
+def _fail_job(job: Job, error: dict[str, Any], now: datetime) -> None:
+    job.status, job.finished_at, job.error = JobStatus.failed, now, error
+
+
+def _finish_job(job: Job, status: JobStatus, stage: str, now: datetime) -> None:
+    job.status = status
+    job.stage = stage
+    job.finished_at = now
+
+
+def _job_succeeded(job: Job, now: datetime) -> None:
+    job.progress = 1.0
+    _finish_job(job, JobStatus.succeeded, "done", now)
+
+
+def _claim_of(session: Session, job: Job, model: Model, worker_id: str, **extra: Any) -> JobClaim:
+    """The claim on `job` of `model` by `worker_id` (the current attempt); `extra`: kind-specific fields."""
+    return JobClaim(
+        job_id=job.id,
+        kind=job.kind,
+        model_id=model.id,
+        worker_id=worker_id,
+        attempt=job.attempts,
+        dataset=_dataset_ref(session, model.dataset_id),
+        architecture=model.architecture,
+        **extra,
+    )
+
+
+def _job_event(session: Session, event: str, job: Job, actor: str, data: dict[str, Any]) -> None:
+    append_audit_event(session, event, actor=actor, model_id=job.model_id, job_id=job.id, data=data)
+
+
 def _start_attempt(session: Session, job: Job, worker_id: str, now: datetime, reason: str) -> None:
     previous_worker = job.worker_id
     job.status = JobStatus.running
@@ -251,21 +321,19 @@ def _start_attempt(session: Session, job: Job, worker_id: str, now: datetime, re
     job.stage = "claimed"
     job.progress = 0.0
     if job.attempts > 1:
-        append_audit_event(
+        _job_event(
             session,
             AuditEventType.job_retried,
-            actor=worker_id,
-            model_id=job.model_id,
-            job_id=job.id,
-            data={"attempt": job.attempts, "previous_worker": previous_worker, "reason": reason},
+            job,
+            worker_id,
+            {"attempt": job.attempts, "previous_worker": previous_worker, "reason": reason},
         )
-    append_audit_event(
+    _job_event(
         session,
         AuditEventType.job_started,
-        actor=worker_id,
-        model_id=job.model_id,
-        job_id=job.id,
-        data={"attempt": job.attempts, "kind": job.kind, "request_ids": list(job.request_ids or [])},
+        job,
+        worker_id,
+        {"attempt": job.attempts, "kind": job.kind, "request_ids": list(job.request_ids or [])},
     )
 
 
@@ -290,23 +358,20 @@ def claim_unlearn_job(
         return ClaimOutcome(ClaimStatus.idle, detail=f"model {model_id!r} does not exist")
     open_jobs = _open_jobs(session, model_id, JobKind.unlearn)
     for open_job in open_jobs:
-        if open_job.status == JobStatus.running and heartbeat_fresh(open_job, now, heartbeat_stale_s):
-            return ClaimOutcome(ClaimStatus.busy, detail=f"job {open_job.id} runs on {open_job.worker_id}")
+        if busy := _busy(open_job, now, heartbeat_stale_s):
+            return busy
 
-    fresh = list(
-        session.execute(
-            select(DeletionRequest)
-            .where(
-                DeletionRequest.model_id == model_id,
-                DeletionRequest.status == RequestStatus.queued,
-                DeletionRequest.job_id.is_(None),
-            )
-            .order_by(DeletionRequest.received_at, DeletionRequest.id)
-        ).scalars()
+    fresh = _without_cancelled(
+        session,
+        _requests(
+            session,
+            DeletionRequest.model_id == model_id,
+            DeletionRequest.status == RequestStatus.queued,
+            DeletionRequest.job_id.is_(None),
+        ),
+        now,
+        worker_id,
     )
-    for request in [request for request in fresh if request.cancel_requested]:
-        _cancel_queued(session, request, now, worker_id)
-        fresh.remove(request)
 
     if model.status != ModelStatus.ready or model.head_version_id is None:
         if model.status == ModelStatus.failed:
@@ -319,31 +384,23 @@ def claim_unlearn_job(
             )
             _fail_requests(session, waiting, error, now, worker_id, None)
             for open_job in open_jobs:
-                open_job.status, open_job.finished_at, open_job.error = JobStatus.failed, now, error
+                _fail_job(open_job, error, now)
         return ClaimOutcome(ClaimStatus.not_ready, detail=f"model {model_id} is {model.status}")
 
     job: Job | None = None
     members: list[DeletionRequest] = []
     reason = ""
     for candidate in open_jobs:
-        attached = _active_requests_of_job(session, candidate.id)
-        for request in [request for request in attached if request.cancel_requested]:
-            _cancel_queued(session, request, now, worker_id)
-            attached.remove(request)
+        attached = _without_cancelled(session, _active_requests_of_job(session, candidate.id), now, worker_id)
         if not attached:
             candidate.status, candidate.finished_at = JobStatus.cancelled, now
             continue
         if candidate.attempts >= max_attempts:
             error = _exhausted(candidate, max_attempts)
             _fail_requests(session, attached, error, now, worker_id, candidate.id)
-            candidate.status, candidate.finished_at, candidate.error = JobStatus.failed, now, error
-            append_audit_event(
-                session,
-                AuditEventType.job_failed,
-                actor=worker_id,
-                model_id=model_id,
-                job_id=candidate.id,
-                data={"error": error, "final": True},
+            _fail_job(candidate, error, now)
+            _job_event(
+                session, AuditEventType.job_failed, candidate, worker_id, {"error": error, "final": True}
             )
             continue
         if job is None:
@@ -359,11 +416,7 @@ def claim_unlearn_job(
     if job is None:
         if not fresh:
             return ClaimOutcome(ClaimStatus.idle, detail="no queued requests")
-        job = Job(
-            model_id=model_id, kind=JobKind.unlearn, status=JobStatus.queued, attempts=0, request_ids=[]
-        )
-        session.add(job)
-        session.flush()
+        job = _new_job(session, model_id, JobKind.unlearn)
         members = [fresh.pop(0)]
         reason = "new"
     members += [request for request in fresh if _coalescable(members[0], request)]
@@ -386,14 +439,11 @@ def claim_unlearn_job(
         ).scalars()
     )
     first = members[0]
-    claim = JobClaim(
-        job_id=job.id,
-        kind=JobKind.unlearn,
-        model_id=model_id,
-        worker_id=worker_id,
-        attempt=job.attempts,
-        dataset=_dataset_ref(session, model.dataset_id),
-        architecture=model.architecture,
+    claim = _claim_of(
+        session,
+        job,
+        model,
+        worker_id,
         parent_version_id=head.id,
         parent_checkpoint_uri=head.checkpoint_uri,
         parent_sha256=head.sha256,
@@ -424,31 +474,21 @@ def claim_train_job(
     open_jobs = _open_jobs(session, model_id, JobKind.train)
     job: Job | None = None
     for candidate in open_jobs:
-        if candidate.status == JobStatus.running and heartbeat_fresh(candidate, now, heartbeat_stale_s):
-            return ClaimOutcome(ClaimStatus.busy, detail=f"job {candidate.id} runs on {candidate.worker_id}")
+        if busy := _busy(candidate, now, heartbeat_stale_s):
+            return busy
         if candidate.attempts >= max_attempts:
             error = _exhausted(candidate, max_attempts)
-            candidate.status, candidate.finished_at, candidate.error = JobStatus.failed, now, error
+            _fail_job(candidate, error, now)
             _fail_model(session, model, error, now, worker_id, candidate.id)
             return ClaimOutcome(ClaimStatus.idle, detail=error["detail"])
         job = job or candidate
     reason = "previous worker stopped heartbeating" if job and job.status == JobStatus.running else "retry"
     if job is None:
-        job = Job(model_id=model_id, kind=JobKind.train, status=JobStatus.queued, attempts=0, request_ids=[])
-        session.add(job)
-        session.flush()
+        job = _new_job(session, model_id, JobKind.train)
         reason = "new"
     _start_attempt(session, job, worker_id, now, reason)
-    claim = JobClaim(
-        job_id=job.id,
-        kind=JobKind.train,
-        model_id=model_id,
-        worker_id=worker_id,
-        attempt=job.attempts,
-        dataset=_dataset_ref(session, model.dataset_id),
-        architecture=model.architecture,
-        method="train",
-        train_params=dict(model.train_params or {}),
+    claim = _claim_of(
+        session, job, model, worker_id, method="train", train_params=dict(model.train_params or {})
     )
     return ClaimOutcome(ClaimStatus.claimed, claim)
 
@@ -468,49 +508,52 @@ def _fail_model(
     )
 
 
-def _fence(session: Session, claim: JobClaim) -> Job | None:
-    """The job row if this claim still owns it (running, same attempt, same worker), else None."""
-    return session.execute(
-        select(Job)
-        .where(
-            Job.id == claim.job_id,
-            Job.status == JobStatus.running,
-            Job.attempts == claim.attempt,
-            Job.worker_id == claim.worker_id,
-        )
-        .with_for_update()
-    ).scalar_one_or_none()
+def _owned_by(claim: JobClaim) -> tuple[ColumnElement[bool], ...]:
+    """The fence: the job row is running and still carries this claim's attempt and worker."""
+    return (
+        Job.id == claim.job_id,
+        Job.status == JobStatus.running,
+        Job.attempts == claim.attempt,
+        Job.worker_id == claim.worker_id,
+    )
+
+
+def _owned_job(session: Session, claim: JobClaim) -> Job:
+    """The job row, locked, if this claim still owns it; else LostClaim."""
+    job = session.execute(select(Job).where(*_owned_by(claim)).with_for_update()).scalar_one_or_none()
+    if job is None:
+        raise _lost(claim)
+    return job
+
+
+def _owned_model_and_job(session: Session, claim: JobClaim) -> tuple[Model, Job]:
+    """The model row then the job row, locked in the order every writer takes them; else LostClaim."""
+    model = lock_model(session, claim.model_id)
+    job = _owned_job(session, claim)
+    if model is None:
+        raise _lost(claim)
+    return model, job
+
+
+def _lost(claim: JobClaim) -> LostClaim:
+    return LostClaim(f"job {claim.job_id} attempt {claim.attempt} is no longer owned by {claim.worker_id}")
+
+
+def _touch(session: Session, claim: JobClaim, **values: Any) -> bool:
+    """Write `values` on the job if the claim still owns it; False when it was lost."""
+    result = session.execute(update(Job).where(*_owned_by(claim)).values(**values))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def record_heartbeat(session: Session, claim: JobClaim, now: datetime) -> bool:
     """Refresh the heartbeat; False when the claim was lost (another worker took the job over)."""
-    result = session.execute(
-        update(Job)
-        .where(
-            Job.id == claim.job_id,
-            Job.status == JobStatus.running,
-            Job.attempts == claim.attempt,
-            Job.worker_id == claim.worker_id,
-        )
-        .values(heartbeat_at=now)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return _touch(session, claim, heartbeat_at=now)
 
 
 def record_progress(session: Session, claim: JobClaim, *, fraction: float, stage: str, now: datetime) -> bool:
     """Heartbeat plus progress/stage on the job and on every running request it serves."""
     fraction = min(max(float(fraction), 0.0), 1.0)
-    result = session.execute(
-        update(Job)
-        .where(
-            Job.id == claim.job_id,
-            Job.status == JobStatus.running,
-            Job.attempts == claim.attempt,
-            Job.worker_id == claim.worker_id,
-        )
-        .values(heartbeat_at=now, progress=fraction, stage=stage[:64])
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if not _touch(session, claim, heartbeat_at=now, progress=fraction, stage=stage[:64]):
         return False
     session.execute(
         update(DeletionRequest)
@@ -556,6 +599,8 @@ class UnlearnResult:
     """sample id -> id of the request it is forgotten for (the new tombstones)."""
     version_id: str | None = None
     """The id the new version gets (the reports' provenance names it before the row exists)."""
+    html_reports: dict[str, str] = field(default_factory=dict)
+    """request id -> path of its HTML audit page (`GET .../audit.html`)."""
 
 
 def commit_unlearn_success(session: Session, claim: JobClaim, result: UnlearnResult, now: datetime) -> str:
@@ -564,10 +609,7 @@ def commit_unlearn_success(session: Session, claim: JobClaim, result: UnlearnRes
     Raises LostClaim if the job is no longer ours, HeadMoved if the head changed under us. A second
     version for the same job is impossible (`model_versions.job_id` is unique).
     """
-    model = lock_model(session, claim.model_id)
-    job = _fence(session, claim)
-    if model is None or job is None:
-        raise LostClaim(f"job {claim.job_id} attempt {claim.attempt} is no longer owned by {claim.worker_id}")
+    model, job = _owned_model_and_job(session, claim)
     if model.head_version_id != claim.parent_version_id:
         raise HeadMoved(f"head of {model.id} moved from {claim.parent_version_id} to {model.head_version_id}")
     already = (
@@ -616,43 +658,39 @@ def commit_unlearn_success(session: Session, claim: JobClaim, result: UnlearnRes
         report = result.reports.get(request.id)
         if report is not None:
             session.add(
-                AuditReport(request_id=request.id, version_id=version.id, report=report, created_at=now)
+                AuditReport(
+                    request_id=request.id,
+                    version_id=version.id,
+                    report=report,
+                    html_uri=result.html_reports.get(request.id),
+                    created_at=now,
+                )
             )
-    job.status = JobStatus.succeeded
-    job.progress = 1.0
-    job.stage = "done"
-    job.finished_at = now
+    _job_succeeded(job, now)
     job.error = None
     session.flush()
-    for request in requests:
-        if request.id in result.reports:
-            append_audit_event(
-                session,
-                AuditEventType.report_issued,
-                actor=claim.worker_id,
-                request_id=request.id,
-                model_id=model.id,
-                version_id=version.id,
-                job_id=claim.job_id,
-                data=_report_digest(result.reports[request.id]),
-            )
-        append_audit_event(
-            session,
-            AuditEventType.request_succeeded,
-            actor=claim.worker_id,
-            request_id=request.id,
-            model_id=model.id,
-            version_id=version.id,
-            job_id=claim.job_id,
-            data={"forgotten": sum(1 for owner in new_tombstones.values() if owner == request.id)},
-        )
-    append_audit_event(
+    event = functools.partial(
+        append_audit_event,
         session,
-        AuditEventType.job_finished,
         actor=claim.worker_id,
         model_id=model.id,
         version_id=version.id,
         job_id=claim.job_id,
+    )
+    for request in requests:
+        if request.id in result.reports:
+            event(
+                AuditEventType.report_issued,
+                request_id=request.id,
+                data=_report_digest(result.reports[request.id]),
+            )
+        event(
+            AuditEventType.request_succeeded,
+            request_id=request.id,
+            data={"forgotten": sum(1 for owner in new_tombstones.values() if owner == request.id)},
+        )
+    event(
+        AuditEventType.job_finished,
         data={
             "attempt": claim.attempt,
             "request_ids": [r.id for r in requests],
@@ -671,40 +709,24 @@ def _report_digest(report: dict[str, Any]) -> dict[str, Any]:
 
 def commit_cancelled(session: Session, claim: JobClaim, now: datetime) -> list[str]:
     """Cancelled requests end `cancelled`; the others the job served go back to the queue. No version."""
-    job = _fence(session, claim)
-    if job is None:
-        raise LostClaim(f"job {claim.job_id} attempt {claim.attempt} is no longer owned by {claim.worker_id}")
+    job = _owned_job(session, claim)
     cancelled: list[str] = []
     for request in _active_requests_of_job(session, claim.job_id):
         if request.cancel_requested:
-            request.status = RequestStatus.cancelled
-            request.stage = "cancelled"
-            request.finished_at = now
+            _cancel(session, request, now, claim.worker_id, claim.job_id)
             cancelled.append(request.id)
-            append_audit_event(
-                session,
-                AuditEventType.request_cancelled,
-                actor=claim.worker_id,
-                request_id=request.id,
-                model_id=claim.model_id,
-                job_id=claim.job_id,
-                data={"while": "running"},
-            )
         else:
             request.status = RequestStatus.queued
             request.job_id = None
             request.progress = 0.0
             request.stage = "requeued: a request sharing its run was cancelled"
-    job.status = JobStatus.cancelled
-    job.stage = "cancelled"
-    job.finished_at = now
-    append_audit_event(
+    _finish_job(job, JobStatus.cancelled, "cancelled", now)
+    _job_event(
         session,
         AuditEventType.job_finished,
-        actor=claim.worker_id,
-        model_id=claim.model_id,
-        job_id=claim.job_id,
-        data={"attempt": claim.attempt, "outcome": "cancelled", "cancelled": cancelled},
+        job,
+        claim.worker_id,
+        {"attempt": claim.attempt, "outcome": "cancelled", "cancelled": cancelled},
     )
     return cancelled
 
@@ -727,18 +749,15 @@ def commit_failure(
 
     Requests keep pointing at the job while it waits for a retry, so the attempt count carries over.
     """
-    job = _fence(session, claim)
-    if job is None:
-        raise LostClaim(f"job {claim.job_id} attempt {claim.attempt} is no longer owned by {claim.worker_id}")
+    job = _owned_job(session, claim)
     will_retry = retryable and job.attempts < max_attempts
     job.error = error
-    append_audit_event(
+    _job_event(
         session,
         AuditEventType.job_failed,
-        actor=claim.worker_id,
-        model_id=claim.model_id,
-        job_id=claim.job_id,
-        data={"attempt": claim.attempt, "error": error, "final": not will_retry},
+        job,
+        claim.worker_id,
+        {"attempt": claim.attempt, "error": error, "final": not will_retry},
     )
     if will_retry:
         job.status = JobStatus.queued
@@ -781,10 +800,7 @@ def commit_train_success(
     now: datetime,
 ) -> str:
     """Version 1 of a trained base model, the head on it and the model `ready`, in one transaction."""
-    model = lock_model(session, claim.model_id)
-    job = _fence(session, claim)
-    if model is None or job is None:
-        raise LostClaim(f"job {claim.job_id} attempt {claim.attempt} is no longer owned by {claim.worker_id}")
+    model, job = _owned_model_and_job(session, claim)
     version = add_model_version(
         session,
         model,
@@ -801,10 +817,7 @@ def commit_train_success(
     )
     model.status = ModelStatus.ready
     model.error = None
-    job.status = JobStatus.succeeded
-    job.progress = 1.0
-    job.stage = "done"
-    job.finished_at = now
+    _job_succeeded(job, now)
     append_audit_event(
         session,
         AuditEventType.model_trained,

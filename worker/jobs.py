@@ -25,6 +25,7 @@ from worker.claims import JobClaim, UnlearnResult
 if TYPE_CHECKING:
     from models.base import Classifier
     from models.spec import Architecture
+    from unlearning.audit import AuditReport
     from unlearning.data import Dataset, UnlearningSplits
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,21 @@ def checkpoint_path(artifacts: Path, claim: JobClaim) -> Path:
     return artifacts / "models" / claim.model_id / f"{claim.job_id}-a{claim.attempt}.safetensors"
 
 
+def discard_earlier_attempts(artifacts: Path, claim: JobClaim) -> list[Path]:
+    """Remove this job's checkpoints (and temp files) from earlier attempts; call after this attempt's
+    version is written. A worker killed after saving (while auditing) leaves its file behind, and once
+    the job has its version no row can ever point at another attempt's file."""
+    folder = checkpoint_path(artifacts, claim).parent
+    removed: list[Path] = []
+    for attempt in range(1, claim.attempt):
+        name = f"{claim.job_id}-a{attempt}.safetensors"
+        for path in [folder / name, *folder.glob(f".{name}.*.tmp")]:
+            if path.exists():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
 def ids_digest(sample_ids: list[str]) -> str:
     """sha256 over the sorted IDs joined by newlines: lets anyone check a set against the dataset."""
     return hashlib.sha256("\n".join(sorted(sample_ids)).encode()).hexdigest()
@@ -270,7 +286,8 @@ def run_unlearn(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> Unlear
         },
     )
     clock.lap("save")
-    try:  # the checkpoint file exists from here on: remove it if anything below fails or stops
+    audits: RequestAudits | None = None
+    try:  # the checkpoint file exists from here on: remove it (and any page) if anything below fails or stops
         reference_model = None
         if reference == "retrain":
             retrain = get_method("retrain")
@@ -296,12 +313,15 @@ def run_unlearn(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> Unlear
             "code_version": code_version(),
             "timings_s": clock.seconds,
         }
-        reports = audits.reports(provenance)
+        reports = audits.reports(provenance, artifacts / "reports" / claim.model_id)
         clock.lap("audit")
     except BaseException:
         path.unlink(missing_ok=True)
+        for page in audits.html_pages.values() if audits is not None else ():
+            Path(page).unlink(missing_ok=True)
         raise
 
+    assert audits is not None
     runtime.progress(0.99, "writing results")
     metrics = {
         **audits.job_after.headline(),
@@ -318,6 +338,7 @@ def run_unlearn(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> Unlear
         reports=reports,
         forgotten=forgotten_owners(claim, splits),
         version_id=version_id,
+        html_reports=audits.html_pages,
     )
 
 
@@ -356,10 +377,13 @@ class RequestAudits:
         self.parent, self.new_model, self.reference_model = parent, new_model, reference_model
         self.device = pick_device()
         self.audit_model = audit_model
+        self.html_pages: dict[str, str] = {}
+        """request id -> its HTML audit page, for the reports `reports` rendered."""
         runtime.progress(0.8, "auditing")
         self.job_after = audit_model(new_model, splits, device=self.device)
 
-    def reports(self, provenance: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    def reports(self, provenance: dict[str, Any], pages_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+        """The JSON report of each request; with `pages_dir`, also its HTML page there."""
         from unlearning.audit import AuditReport
         from unlearning.types import Cancelled
 
@@ -391,10 +415,30 @@ class RequestAudits:
                 "torch_threads": torch_threads(),
                 "sets": split_record(request_splits, excluded),
             }
-            reports[request.id] = AuditReport(
-                before=before, after=after, reference=reference, provenance=record
-            ).to_dict()
+            report = AuditReport(before=before, after=after, reference=reference, provenance=record)
+            reports[request.id] = report.to_dict()
+            if pages_dir is not None:
+                page = pages_dir / f"{request.id}-{claim.job_id}-a{claim.attempt}.html"
+                if write_audit_page(report, page, self.dataset.class_names):
+                    self.html_pages[request.id] = str(page)
         return reports
+
+
+def write_audit_page(report: AuditReport, path: Path, class_names: list[str]) -> bool:
+    """Render the report's HTML page to `path`. False (logged) when it cannot: the page is a view of the
+    JSON report, which stays the record, so a plotting failure must not fail the job."""
+    from unlearning.audit.html import render_html
+
+    try:
+        page = render_html(report, class_names=class_names)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(page, encoding="utf-8")
+        partial.replace(path)
+    except Exception:
+        log.exception("could not write the HTML audit page %s", path)
+        return False
+    return True
 
 
 def run_train(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> tuple[str, str, int, dict[str, Any]]:

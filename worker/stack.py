@@ -288,11 +288,18 @@ class EmbeddedStack:
         upgrade(self.database_url)
         self.admin_key = ensure_admin_key(self.database_url, self.admin_key_path)
 
-        env = self.child_env()
         on_step(f"starting a Celery worker on queue {self.queue_name!r}")
         self.start_worker(wait=False)
 
         on_step(f"starting the API on {self.url}")
+        self.start_api()
+        self.wait_for_worker()
+
+    def start_api(self) -> ChildProcess:
+        """Start (or, after a crash, kill or stop, restart on the same port and DB) the uvicorn child."""
+        for dead in [child for child in self.children if child.name == "api" and not child.alive()]:
+            dead.stop()
+            self.children.remove(dead)
         api = ChildProcess(
             "api",
             [
@@ -308,23 +315,18 @@ class EmbeddedStack:
                 "--log-level",
                 "warning",
             ],
-            env,
+            self.child_env(),
             self._log_path("api"),
         )
         api.start()
         self.children.append(api)
-
-        def check_children() -> None:
-            for child in self.children:
-                child.check_alive()
-
         wait_until(
             lambda: _http_ok(f"{self.url}/healthz"),
             timeout_s=60,
             what=f"the API at {self.url}",
-            check=check_children,
+            check=self.check_alive,
         )
-        self.wait_for_worker()
+        return api
 
     @property
     def worker_ready_file(self) -> Path:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from app.db import JobKind, session_scope, utcnow
 from app.settings import Settings, get_settings
@@ -30,7 +31,7 @@ from worker import claims
 from worker.callbacks import Notify, deliver_in_background, flush_callbacks, worker_session
 from worker.celery_app import PROCESS_MODEL_TASK, TRAIN_BASE_MODEL_TASK, app, enqueue
 from worker.claims import FailureOutcome, JobClaim, LostClaim, UnlearnResult
-from worker.jobs import JobRuntime, PermanentJobError
+from worker.jobs import JobRuntime, PermanentJobError, discard_earlier_attempts
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,21 @@ def error_problem(error: BaseException, *, permanent: bool) -> dict[str, Any]:
     )
 
 
+def claim_job(
+    session: Session, kind: str, model_id: str, worker_id: str, settings: Settings
+) -> claims.ClaimOutcome:
+    """One claim of the model's `kind` job now, under the settings' heartbeat and attempt limits."""
+    claim = claims.claim_train_job if kind == JobKind.train else claims.claim_unlearn_job
+    return claim(
+        session,
+        model_id,
+        worker_id=worker_id,
+        now=utcnow(),
+        heartbeat_stale_s=settings.heartbeat_stale_s,
+        max_attempts=settings.max_attempts,
+    )
+
+
 @dataclass(frozen=True)
 class JobOutcome:
     job_id: str
@@ -93,14 +109,7 @@ def process_model_now(
     outcomes: list[JobOutcome] = []
     for _ in range(MAX_JOBS_PER_DELIVERY):
         with worker_session(settings.database_url, notify) as session:
-            claimed = claims.claim_unlearn_job(
-                session,
-                model_id,
-                worker_id=worker_id,
-                now=utcnow(),
-                heartbeat_stale_s=settings.heartbeat_stale_s,
-                max_attempts=settings.max_attempts,
-            )
+            claimed = claim_job(session, JobKind.unlearn, model_id, worker_id, settings)
         if claimed.claim is None:
             log.info("process_model %s: %s (%s)", model_id, claimed.status, claimed.detail)
             break
@@ -139,6 +148,7 @@ def _run_unlearn_claim(
             with worker_session(settings.database_url, notify) as session:
                 written = claims.commit_unlearn_success(session, claim, result, utcnow())
             log.info("job %s: version %s written", claim.job_id, written)
+            _discard_earlier_attempts(settings.artifacts, claim)
             return JobOutcome(claim.job_id, "succeeded", written)
         except Cancelled:
             if runtime.lost.is_set():
@@ -194,6 +204,15 @@ def _discard(path: Path | None) -> None:
         path.unlink(missing_ok=True)
 
 
+def _discard_earlier_attempts(artifacts: Path, claim: JobClaim) -> None:
+    """Housekeeping after the version is committed: a failure here must not turn success into a retry."""
+    try:
+        for path in discard_earlier_attempts(artifacts, claim):
+            log.info("job %s: removed %s of an earlier attempt", claim.job_id, path.name)
+    except OSError:
+        log.exception("job %s: could not remove earlier attempts' checkpoints", claim.job_id)
+
+
 def train_model_now(
     model_id: str,
     *,
@@ -210,14 +229,7 @@ def train_model_now(
     worker_id = worker_id or worker_identity()
     runner = runner or run_train
     with session_scope(settings.database_url) as session:
-        claimed = claims.claim_train_job(
-            session,
-            model_id,
-            worker_id=worker_id,
-            now=utcnow(),
-            heartbeat_stale_s=settings.heartbeat_stale_s,
-            max_attempts=settings.max_attempts,
-        )
+        claimed = claim_job(session, JobKind.train, model_id, worker_id, settings)
     claim = claimed.claim
     if claim is None:
         log.info("train_base_model %s: %s (%s)", model_id, claimed.status, claimed.detail)
@@ -242,6 +254,7 @@ def train_model_now(
                 metrics=metrics,
                 now=utcnow(),
             )
+        _discard_earlier_attempts(settings.artifacts, claim)
     except (LostClaim, Cancelled) as stopped:
         _discard(checkpoint)
         log.warning("job %s: %s", claim.job_id, stopped)

@@ -10,7 +10,7 @@ from app.auth import AuditRead
 from app.db.audit import verify_audit_chain
 from app.db.models import AuditEvent
 from app.db.session import SessionDep
-from app.pagination import decode_cursor, encode_cursor
+from app.listing import keyset_page
 from app.schemas import Cursor, Limit, Page
 
 router = APIRouter(prefix="/v1/audit-log", tags=["audit log"])
@@ -50,25 +50,24 @@ def list_events(
     limit: Limit = None,
 ) -> Page[AuditEventOut]:
     """Events in chain order (oldest first)."""
-    limit = page_limit(settings, limit)
     filters = {"request_id": request_id, "model_id": model_id, "event": event}
-    query = select(AuditEvent).order_by(AuditEvent.id)
+    query = select(AuditEvent)
     if request_id is not None:
         query = query.where(AuditEvent.request_id == request_id)
     if model_id is not None:
         query = query.where(AuditEvent.model_id == model_id)
     if event is not None:
         query = query.where(AuditEvent.event == event)
-    if cursor:
-        (last_id,) = decode_cursor(settings.server_secret, "audit-log", filters, cursor, (int,))
-        query = query.where(AuditEvent.id > last_id)
-    rows = session.execute(query.limit(limit + 1)).scalars().all()
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(settings.server_secret, "audit-log", filters, [rows[-1].id])
-    return Page(
-        data=[AuditEventOut.model_validate(r, from_attributes=True) for r in rows], next_cursor=next_cursor
+    return keyset_page(
+        session,
+        query,
+        [(AuditEvent.id, int)],
+        lambda r: AuditEventOut.model_validate(r, from_attributes=True),
+        cursor=cursor,
+        limit=page_limit(settings, limit),
+        secret=settings.server_secret,
+        resource="audit-log",
+        filters=filters,
     )
 
 

@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session
 from app.datasets.schemas import DatasetCreate, DatasetOut, SampleOut
 from app.db.audit import AuditEventType, append_audit_event
 from app.db.models import Dataset, Sample, Split, new_id
-from app.errors import ProblemError, error_item, invalid, not_found
-from app.pagination import decode_cursor, encode_cursor
+from app.errors import ProblemError, error_item, invalid
+from app.listing import get_or_404, keyset_page
 from app.schemas import Page
 from unlearning.catalog import CatalogError, list_samples
 
@@ -67,25 +67,21 @@ def register_dataset(session: Session, body: DatasetCreate, *, actor: str | None
 
 
 def get_dataset(session: Session, dataset_id: str, *, field: str = "id", where: str = "path") -> Dataset:
-    dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
-        raise not_found("dataset", dataset_id, field=field, where=where)
-    return dataset
+    return get_or_404(session, Dataset, dataset_id, "dataset", field=field, where=where)
 
 
 def list_datasets(session: Session, secret: str, cursor: str | None, limit: int) -> Page[DatasetOut]:
-    query = select(Dataset).order_by(Dataset.created_at, Dataset.id)
-    if cursor:
-        created_at, last_id = decode_cursor(secret, "datasets", {}, cursor, (datetime, str))
-        query = query.where(
-            (Dataset.created_at > created_at) | ((Dataset.created_at == created_at) & (Dataset.id > last_id))
-        )
-    rows = session.execute(query.limit(limit + 1)).scalars().all()
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(secret, "datasets", {}, [rows[-1].created_at, rows[-1].id])
-    return Page(data=[to_out(d) for d in rows], next_cursor=next_cursor)
+    return keyset_page(
+        session,
+        select(Dataset),
+        [(Dataset.created_at, datetime), (Dataset.id, str)],
+        to_out,
+        cursor=cursor,
+        limit=limit,
+        secret=secret,
+        resource="datasets",
+        filters={},
+    )
 
 
 def list_dataset_samples(
@@ -93,18 +89,17 @@ def list_dataset_samples(
 ) -> Page[SampleOut]:
     get_dataset(session, dataset_id)
     filters = {"dataset_id": dataset_id, "split": split.value if split else None}
-    query = select(Sample).where(Sample.dataset_id == dataset_id).order_by(Sample.id)
+    query = select(Sample).where(Sample.dataset_id == dataset_id)
     if split is not None:
         query = query.where(Sample.split == split.value)
-    if cursor:
-        (last_row,) = decode_cursor(secret, "samples", filters, cursor, (int,))
-        query = query.where(Sample.id > last_row)
-    rows = session.execute(query.limit(limit + 1)).scalars().all()
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(secret, "samples", filters, [rows[-1].id])
-    return Page(
-        data=[SampleOut(sample_id=r.sample_id, label=r.label, split=r.split) for r in rows],
-        next_cursor=next_cursor,
+    return keyset_page(
+        session,
+        query,
+        [(Sample.id, int)],
+        lambda r: SampleOut(sample_id=r.sample_id, label=r.label, split=r.split),
+        cursor=cursor,
+        limit=limit,
+        secret=secret,
+        resource="samples",
+        filters=filters,
     )

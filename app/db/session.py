@@ -98,9 +98,15 @@ def session_scope(url: str | None = None, *, readonly: bool = False) -> Iterator
 
 def get_db_session(request: Request) -> Iterator[Session]:
     """FastAPI dependency: one session per request on the app's database. Handlers commit explicitly;
-    anything left uncommitted is rolled back when the request ends."""
+    anything left uncommitted is rolled back when the request ends. A committed status change of a
+    deletion request is handed to the app's `notify` (its callback, sent in the background)."""
     url: str = request.app.state.settings.database_url
     session = Session(bind=get_engine(url), expire_on_commit=False)
+    notify = getattr(request.app.state, "notify", None)
+    if notify is not None:
+        from app.callbacks import track_status_changes
+
+        track_status_changes(session, notify)
     try:
         yield session
     finally:

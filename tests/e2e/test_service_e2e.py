@@ -90,11 +90,12 @@ def test_deletion_requests_end_to_end(stack: Any, callback_receiver: Any, tmp_pa
     listed = all_pages(client, "/v1/deletion-requests", model_id=model["id"])
     assert sorted(request["id"] for request in listed) == sorted([first["id"], second["id"]])
 
-    # The second request's status changes reached its callback URL, signed, in order.
+    # The second request's status changes reached its callback URL, signed, in order: the API sent
+    # `queued` when it accepted the request, the worker `running` and `succeeded`.
     from worker.callbacks import SIGNATURE_HEADER, verify_signature
 
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(callback_receiver.received) < 2:
+    while time.monotonic() < deadline and len(callback_receiver.received) < 3:
         time.sleep(0.1)
     statuses = []
     for body, headers in callback_receiver.received:
@@ -102,7 +103,7 @@ def test_deletion_requests_end_to_end(stack: Any, callback_receiver: Any, tmp_pa
         resource = json.loads(body)
         assert resource["id"] == second["id"]
         statuses.append(resource["status"])
-    assert statuses[-2:] == ["running", "succeeded"], statuses
+    assert statuses == ["queued", "running", "succeeded"], statuses
 
     verify = ok(client.get("/v1/audit-log/verify"), 200)
     assert verify["ok"] is True

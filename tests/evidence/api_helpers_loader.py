@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from load_by_path import TESTS, load_module
 
-_NAME = "unlearn_api_helpers"
-if _NAME not in sys.modules:
-    _spec = importlib.util.spec_from_file_location(
-        _NAME, Path(__file__).resolve().parents[1] / "api" / "api_helpers.py"
-    )
-    assert _spec is not None and _spec.loader is not None
-    sys.modules[_NAME] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules[_NAME])
+_api_helpers = load_module("unlearn_api_helpers", TESTS / "api" / "api_helpers.py")
 
-assert_problem = sys.modules[_NAME].assert_problem
-count_rows = sys.modules[_NAME].count_rows
+assert_problem = _api_helpers.assert_problem
+count_rows = _api_helpers.count_rows

@@ -3,25 +3,9 @@ tests/api/conftest.py, loaded under their own module name so both directories ca
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
+from load_by_path import TESTS, load_module
 
-
-def _load(name: str, path: Path) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_TESTS = Path(__file__).resolve().parents[1]
-_api = _load("unlearn_api_fixtures", _TESTS / "api" / "conftest.py")
+_api = load_module("unlearn_api_fixtures", TESTS / "api" / "conftest.py")
 
 database_url = _api.database_url
 db = _api.db

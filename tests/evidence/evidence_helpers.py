@@ -8,14 +8,13 @@ do not depend on a trained model.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from load_by_path import TESTS, load_module
 from sqlalchemy import select
 
 from app.db import (
@@ -39,14 +38,7 @@ from app.db import (
 
 
 def _audit_conftest() -> Any:
-    name = "unlearn_audit_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "audit" / "conftest.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
+    return load_module("unlearn_audit_fixtures", TESTS / "audit" / "conftest.py")
 
 
 def synthetic_report(*, with_reference: bool = True, provenance: dict[str, Any] | None = None) -> Any:
@@ -141,24 +133,18 @@ def succeed_request(
             AuditReport(request_id=request.id, version_id=version.id, report=report, html_uri=html_uri)
         )
         session.flush()
-        append_audit_event(
-            session,
-            AuditEventType.report_issued,
-            actor="worker-test",
-            request_id=request.id,
-            model_id=model.id,
-            version_id=version.id,
-            job_id=job.id,
-            data={"report_sha256": report_sha256(report)},
-        )
-        append_audit_event(
-            session,
-            AuditEventType.request_succeeded,
-            actor="worker-test",
-            request_id=request.id,
-            model_id=model.id,
-            version_id=version.id,
-            job_id=job.id,
-            data={"forgotten": len(forgotten)},
-        )
+        for event, data in (
+            (AuditEventType.report_issued, {"report_sha256": report_sha256(report)}),
+            (AuditEventType.request_succeeded, {"forgotten": len(forgotten)}),
+        ):
+            append_audit_event(
+                session,
+                event,
+                actor="worker-test",
+                request_id=request.id,
+                model_id=model.id,
+                version_id=version.id,
+                job_id=job.id,
+                data=data,
+            )
         return Succeeded(request.id, version.id, sha, forgotten, report)

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -17,6 +18,7 @@ from worker.callbacks import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     deliver_callback,
+    flush_callbacks,
     notify_requests,
     sign_body,
     verify_signature,
@@ -45,9 +47,9 @@ class Receiver:
     url: str = ""
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
+@contextmanager
+def running_receiver(state: Receiver, port: int = 0) -> Iterator[Receiver]:
+    """Serve `state` on 127.0.0.1:`port` (0: any free port) until the block ends."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
@@ -63,14 +65,22 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/unlearn"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with running_receiver(Receiver()) as state:
+        yield state
 
 
 def test_signed_delivery_succeeds_after_retries_with_growing_backoff(receiver: Receiver) -> None:
@@ -151,6 +161,10 @@ def test_notify_requests_posts_the_same_resource_the_api_serves(
     without = client.post(
         "/v1/deletion-requests", json={"model_id": ready_model.model_id, "class": 2}, headers=admin
     ).json()
+    flush_callbacks(30)
+    (announced,) = receiver.received  # the API's own callback: the request was created queued
+    assert json.loads(announced.body)["status"] == "queued"
+    receiver.received.clear()
     outcomes = notify_requests(
         settings.database_url, settings.server_secret, [with_callback["id"], without["id"]], backoff_s=0.01
     )
@@ -161,3 +175,84 @@ def test_notify_requests_posts_the_same_resource_the_api_serves(
     assert json.loads(got.body) == served
     unreadable = f"sqlite:///{tmp_path}"  # a directory: the database cannot be opened
     assert notify_requests(unreadable, SECRET, [with_callback["id"]]) == {}
+
+
+def _wait_for_posts(receiver: Receiver, count: int, timeout_s: float = 30.0) -> list[Received]:
+    deadline = time.monotonic() + timeout_s
+    while len(receiver.received) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return list(receiver.received)
+
+
+def test_the_api_calls_back_when_it_creates_and_cancels_a_request(
+    client, keys, admin, ready_model, settings, receiver: Receiver
+) -> None:
+    body = {
+        "model_id": ready_model.model_id,
+        "sample_ids": ready_model.train_ids[:3],
+        "callback_url": receiver.url,
+    }
+    key = {"Idempotency-Key": "callback-order-1"}
+    created = client.post("/v1/deletion-requests", json=body, headers={**admin, **key})
+    assert created.status_code == 202 and created.json()["status"] == "queued", created.text
+    request_id = created.json()["id"]
+    cancelled = client.post(f"/v1/deletion-requests/{request_id}/cancel", headers=admin)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
+    # Neither a replay of the creation nor a refused second cancel changes the status: no callback.
+    assert client.post("/v1/deletion-requests", json=body, headers={**admin, **key}).status_code == 200
+    assert client.post(f"/v1/deletion-requests/{request_id}/cancel", headers=admin).status_code == 409
+
+    got = _wait_for_posts(receiver, 2)
+    flush_callbacks(30)
+    assert len(receiver.received) == 2, [json.loads(r.body)["status"] for r in receiver.received]
+    resources = [json.loads(r.body) for r in got]
+    assert [r["status"] for r in resources] == ["queued", "cancelled"]
+    assert resources[0] == created.json()
+    served = client.get(f"/v1/deletion-requests/{request_id}", headers=keys.headers("reader")).json()
+    assert resources[1] == served == cancelled.json()
+    for post in got:
+        assert post.headers["Content-Type"] == "application/json"
+        assert verify_signature(post.body, post.headers[SIGNATURE_HEADER], settings.server_secret)
+        assert not verify_signature(post.body, post.headers[SIGNATURE_HEADER], SECRET)
+    assert got[0].headers[DELIVERY_HEADER] != got[1].headers[DELIVERY_HEADER]
+
+
+def test_a_down_receiver_neither_fails_nor_slows_the_api(
+    settings, enqueued, keys, admin, ready_model
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    backoff_s = 6.0  # a synchronous delivery would wait this long before its second try
+    patient = settings.model_copy(update={"callback_attempts": 3, "callback_backoff_s": backoff_s})
+    port = _closed_port()
+    body = {
+        "model_id": ready_model.model_id,
+        "class": 4,
+        "callback_url": f"http://127.0.0.1:{port}/hooks/unlearn",
+    }
+    with TestClient(create_app(patient, enqueue=enqueued), raise_server_exceptions=False) as api:
+        started = time.monotonic()
+        created = api.post("/v1/deletion-requests", json=body, headers=admin)
+        create_s = time.monotonic() - started
+        assert created.status_code == 202 and created.json()["status"] == "queued", created.text
+        request_id = created.json()["id"]
+        started_cancel = time.monotonic()
+        cancelled = api.post(f"/v1/deletion-requests/{request_id}/cancel", headers=admin)
+        cancel_s = time.monotonic() - started_cancel
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
+        assert create_s < backoff_s and cancel_s < backoff_s, (create_s, cancel_s)
+        served = api.get(f"/v1/deletion-requests/{request_id}", headers=keys.headers("reader")).json()
+        assert served["status"] == "cancelled" and served["error"] is None
+        assert ("worker.process_model", [ready_model.model_id]) in enqueued.calls
+
+        # The receiver stays down well past the first try (which starts at the commit), then comes back:
+        # the retry delivers the creation, then the cancellation follows, in order.
+        time.sleep(max(0.0, started + backoff_s / 2 - time.monotonic()))
+        with running_receiver(Receiver(), port) as revived:
+            got = _wait_for_posts(revived, 2, timeout_s=backoff_s * 4)
+    statuses = [json.loads(post.body)["status"] for post in got]
+    assert statuses == ["queued", "cancelled"], statuses
+    assert got[0].at - started >= backoff_s * 0.9  # the first try met the dead port; a retry delivered it
+    assert all(verify_signature(p.body, p.headers[SIGNATURE_HEADER], settings.server_secret) for p in got)

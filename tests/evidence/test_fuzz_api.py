@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from load_by_path import TESTS, load_module
 from pydantic import BaseModel
 
 CASES = 120
@@ -26,26 +25,12 @@ def _fuzz_module() -> ModuleType:
         if os.environ.get("REQUIRE_SERVICES", "") not in ("", "0", "false", "no"):
             pytest.fail(f"REQUIRE_SERVICES=1 but {reason}")
         pytest.skip(reason)
-    name = "unlearn_bench_fuzz_api"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[2] / "bench" / "fuzz_api.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
+    return load_module("unlearn_bench_fuzz_api", TESTS.parent / "bench" / "fuzz_api.py")
 
 
 def _services() -> ModuleType:
     """tests/worker/services.py: a throw-away PostgreSQL database (CI), or a stated skip."""
-    name = "unlearn_test_services"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "worker" / "services.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
+    return load_module("unlearn_test_services", TESTS / "worker" / "services.py")
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])

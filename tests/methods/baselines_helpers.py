@@ -1,4 +1,5 @@
-"""A tiny unlearning problem shared by the baseline tests: scikit-learn's digits and a small MLP.
+"""A tiny unlearning problem shared by the baseline tests: scikit-learn's digits and a small MLP; and what
+every method test shares (the problem record, the one-thread fixture, weight snapshots, should_stop).
 
 Trained once per test session (about a second with one thread); tests must not modify the model.
 """
@@ -28,19 +29,28 @@ class Problem:
     random_splits: UnlearningSplits
 
 
+def trained_problem(
+    dataset: Dataset, recipe: TrainRecipe, *, width: int, forget_rows: torch.Tensor, forget_class: int
+) -> Problem:
+    """An MLP trained on `dataset` (the global RNG left as it was), with a class-wise and a random split."""
+    with torch.random.fork_rng(devices=[]):
+        model = train_base_model(dataset, "mlp", recipe, width=width, device="cpu")
+    forget_ids = [dataset.train.sample_ids[row] for row in forget_rows.tolist()]
+    return Problem(
+        dataset=dataset,
+        model=model,
+        class_splits=make_splits(dataset, forget_class=forget_class),
+        random_splits=make_splits(dataset, forget_ids=forget_ids),
+    )
+
+
 @functools.cache
 def digits_problem() -> Problem:
     dataset = load_digits()
     recipe = TrainRecipe(epochs=60, batch_size=256, lr_max=0.2, augment=False)
-    with torch.random.fork_rng(devices=[]):
-        model = train_base_model(dataset, "mlp", recipe, width=32, device="cpu")
     rows = torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(0))
-    forget_ids = [dataset.train.sample_ids[row] for row in rows[: len(dataset.train) // 10].tolist()]
-    return Problem(
-        dataset=dataset,
-        model=model,
-        class_splits=make_splits(dataset, forget_class=FORGET_CLASS),
-        random_splits=make_splits(dataset, forget_ids=forget_ids),
+    return trained_problem(
+        dataset, recipe, width=32, forget_rows=rows[: len(dataset.train) // 10], forget_class=FORGET_CLASS
     )
 
 
@@ -66,7 +76,7 @@ def state(model: Classifier) -> dict[str, torch.Tensor]:
 
 
 def stop_after(calls: int):  # type: ignore[no-untyped-def]
-    """A should_stop that says stop from its `calls`+1-th call on, counting how often it was asked."""
+    """A should_stop that says stop from its (calls + 1)-th call on, counting how often it was asked."""
     count = {"n": 0}
 
     def should_stop() -> bool:

@@ -8,26 +8,16 @@ tell apart, as for a real model trained long. Built once per session in a second
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
-from dataclasses import dataclass
 
-import pytest
 import torch
+from baselines_helpers import Problem, one_thread, stop_after, trained_problem  # noqa: F401  (re-exported)
+from baselines_helpers import state as snapshot  # noqa: F401  (re-exported)
 
-from models.base import Classifier
-from unlearning.data import ImageSet, UnlearningSplits, make_dataset, make_splits
-from unlearning.pipeline import train_base_model
+from unlearning.data import ImageSet, make_dataset
 from unlearning.training import TrainRecipe
 
 NUM_CLASSES = 4
 FORGET_CLASS = 1
-
-
-@dataclass(frozen=True)
-class Problem:
-    model: Classifier
-    random_splits: UnlearningSplits
-    class_splits: UnlearningSplits
 
 
 def _image_set(prefix: str, count: int, prototypes: torch.Tensor, generator: torch.Generator) -> ImageSet:
@@ -49,36 +39,5 @@ def memorising_problem() -> Problem:
         _image_set("test", 240, prototypes, generator),
     )
     recipe = TrainRecipe(epochs=60, batch_size=60, lr_max=0.1, augment=False, weight_decay=0.0)
-    with torch.random.fork_rng(devices=[]):
-        model = train_base_model(dataset, "mlp", recipe, width=128, device="cpu")
     rows = torch.randperm(len(dataset.train), generator=generator)[:160]
-    forget_ids = [dataset.train.sample_ids[row] for row in rows.tolist()]
-    return Problem(
-        model=model,
-        random_splits=make_splits(dataset, forget_ids=forget_ids),
-        class_splits=make_splits(dataset, forget_class=FORGET_CLASS),
-    )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread, and other jobs share the machine's cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def snapshot(model: Classifier) -> dict[str, torch.Tensor]:
-    return {name: value.detach().clone() for name, value in model.state_dict().items()}
-
-
-def stop_after(calls: int):  # type: ignore[no-untyped-def]
-    """A should_stop that answers True from its (calls + 1)-th call on."""
-    count = {"n": 0}
-
-    def should_stop() -> bool:
-        count["n"] += 1
-        return count["n"] > calls
-
-    return should_stop
+    return trained_problem(dataset, recipe, width=128, forget_rows=rows, forget_class=FORGET_CLASS)

@@ -13,10 +13,10 @@ import torch
 from baselines_helpers import FORGET_CLASS, digits_problem, one_thread, stop_after  # noqa: F401
 
 from unlearning.methods import get_method, parse_params
-from unlearning.methods.condensation import condensed_retain_set
 from unlearning.methods.condensation.condense import (
     CONDENSED_PREFIX,
     CondenseSettings,
+    condensed_retain_set,
     condensed_set,
     find_subclasses,
     penultimate_features,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from pydantic import ValidationError
 
@@ -64,6 +67,8 @@ def test_parse_params_gives_the_typed_config_with_defaults() -> None:
         ({"class_nonmembers": "whatever"}, "class_nonmembers"),
         ({"attacker": {"heads": 4, "token_dim": 30}}, "token_dim"),  # heads must divide token_dim
         ({"attacker": {"depth": 3}}, "depth"),
+        ({"retain_source": "synthetic"}, "retain_source"),
+        ({"condense": {"images_per_subclass": 0}}, "images_per_subclass"),
     ],
 )
 def test_bad_dau_params_are_refused_naming_the_field(raw: dict, field: str) -> None:
@@ -91,3 +96,32 @@ def test_configs_are_immutable() -> None:
     config = DauConfig()
     with pytest.raises(ValidationError):
         config.alpha = 5.0  # type: ignore[misc]
+
+
+def test_methods_load_on_demand_and_a_builtin_name_is_taken_before_its_module_loads() -> None:
+    """Importing the package and validating params load no method module (nor torch); `get_method` does."""
+    code = (
+        "import sys\n"
+        "from unlearning.methods import available_methods, get_method, parse_params, register\n"
+        "from unlearning.methods.dau import DauConfig\n"
+        "names = available_methods()\n"
+        "for name in names:\n"
+        "    parse_params(name, {})\n"
+        "print(sorted(names) == names and 'dau' in names, 'torch' in sys.modules,\n"
+        "      'unlearning.methods.dau.method' in sys.modules)\n"
+        "class Impostor:\n"
+        "    name = 'dau'\n"
+        "    Config = DauConfig\n"
+        "try:\n"
+        "    register(Impostor())\n"
+        "except ValueError as error:\n"
+        "    print('refused' if 'already registered' in str(error) else error)\n"
+        "print(type(get_method('dau')).__module__, 'torch' in sys.modules)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split("\n")[:3] == [
+        "True False False",
+        "refused",
+        "unlearning.methods.dau.method True",
+    ]

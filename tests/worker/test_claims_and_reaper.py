@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
-from worker_helpers import SeededModel, add_request
+from worker_helpers import SeededModel, add_request, claim
 
 from app.db import (
     AuditEvent,
@@ -28,18 +28,6 @@ from worker.claims import ClaimStatus
 from worker.jobs import JobRuntime
 from worker.reaper import Reaper, plan_reaping
 from worker.tasks import train_model_now
-
-
-def claim(settings: Any, model_id: str, worker_id: str) -> claims.ClaimOutcome:
-    with session_scope(settings.database_url) as session:
-        return claims.claim_unlearn_job(
-            session,
-            model_id,
-            worker_id=worker_id,
-            now=utcnow(),
-            heartbeat_stale_s=settings.heartbeat_stale_s,
-            max_attempts=settings.max_attempts,
-        )
 
 
 def age_heartbeat(settings: Any, job_id: str, seconds: float) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from worker_helpers import FAST_DAU, SeededModel, add_request
+from worker_helpers import FAST_DAU, SeededModel, add_request, claim
 
 from app.db import (
     AuditEvent,
@@ -49,18 +49,6 @@ def request_row(url: str, request_id: str) -> DeletionRequest:
         row = session.get(DeletionRequest, request_id)
         assert row is not None
         return row
-
-
-def claim(url: str, model_id: str, worker_id: str, settings: Any) -> claims.ClaimOutcome:
-    with session_scope(url) as session:
-        return claims.claim_unlearn_job(
-            session,
-            model_id,
-            worker_id=worker_id,
-            now=utcnow(),
-            heartbeat_stale_s=settings.heartbeat_stale_s,
-            max_attempts=settings.max_attempts,
-        )
 
 
 def test_a_request_runs_to_a_new_version_with_tombstones_and_report(
@@ -105,11 +93,11 @@ def test_a_request_runs_to_a_new_version_with_tombstones_and_report(
 def test_duplicate_delivery_exits_without_a_second_version(settings: Any, seeded_model: SeededModel) -> None:
     url = settings.database_url
     request_id = add_request(url, seeded_model.model_id, seeded_model.train_ids[:10])
-    first = claim(url, seeded_model.model_id, "worker-a", settings)
+    first = claim(settings, seeded_model.model_id, "worker-a")
     assert first.status == ClaimStatus.claimed and first.claim is not None
 
     # The broker delivers the same message again while worker-a runs (fresh heartbeat): nothing happens.
-    assert claim(url, seeded_model.model_id, "worker-b", settings).status == ClaimStatus.busy
+    assert claim(settings, seeded_model.model_id, "worker-b").status == ClaimStatus.busy
     assert (
         process_model_now(
             seeded_model.model_id, settings=settings, worker_id="worker-b", enqueue_task=Recorder()

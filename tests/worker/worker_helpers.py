@@ -1,4 +1,4 @@
-"""Helpers the worker tests import: seeded-model record, a fast DAU budget, queued-request factory."""
+"""Helpers the worker tests import: seeded-model record, a fast DAU budget, queued-request factory, claim."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.claims import ClaimOutcome
 
 
 def _load_services() -> Any:
@@ -79,3 +82,12 @@ def add_request(
         session.add(request)
         session.flush()
         return request.id
+
+
+def claim(settings: Any, model_id: str, worker_id: str) -> ClaimOutcome:
+    """One unlearning claim by `worker_id`, committed, as the worker's task makes it."""
+    from app.db import JobKind, session_scope
+    from worker.tasks import claim_job
+
+    with session_scope(settings.database_url) as session:
+        return claim_job(session, JobKind.unlearn, model_id, worker_id, settings)

@@ -1,8 +1,10 @@
 """Bench rows: a row is a registered method plus the params that make it that row.
 
-`dau-nobt` is DAU with lambda_bt = 0 (what the Barlow Twins term buys); `retrain` gets the preset's
-recipe. Any other registered method name is a row with its default params, so methods added later
-appear in `--methods` without touching the bench.
+`dau-nobt` is DAU with lambda_bt = 0 (what the Barlow Twins term buys); `dau-condensed` is DAU whose
+cross-entropy term trains on the condensed retain set (faster if it keeps disparity); `multigan-r0.1` is
+Multi-GAN allowed to read a tenth of the retain set; `retrain` gets the preset's recipe. Any other
+registered method name is a row with its default params, so methods added later appear in `--methods`
+without touching the bench.
 """
 
 from __future__ import annotations
@@ -37,10 +39,20 @@ def _dau_nobt(preset: Preset, seed: int) -> RowSpec:
     return RowSpec("dau-nobt", "dau", {"seed": seed, "lambda_bt": 0.0})
 
 
+def _dau_condensed(preset: Preset, seed: int) -> RowSpec:
+    return RowSpec("dau-condensed", "dau", {"seed": seed, "retain_source": "condensed"})
+
+
+def _multigan_tenth(preset: Preset, seed: int) -> RowSpec:
+    return RowSpec("multigan-r0.1", "multigan", {"seed": seed, "retain_fraction": 0.1})
+
+
 SPECIAL_ROWS: dict[str, Callable[[Preset, int], RowSpec]] = {
     "retrain": _retrain,
     "dau": _dau,
     "dau-nobt": _dau_nobt,
+    "dau-condensed": _dau_condensed,
+    "multigan-r0.1": _multigan_tenth,
 }
 
 

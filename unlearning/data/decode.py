@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+from unlearning.folder_layout import is_image_name
+
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
 def is_image_file(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+    return path.is_file() and is_image_name(path)
 
 
 def image_mode(path: Path) -> str:

@@ -1,136 +1,59 @@
 """Image-folder datasets: `<root>/<split>/<class>/<file>`, or `<root>/<class>/<file>` with seeded hold-outs.
 
 A sample's id is its path relative to the root (`train/cat/0001.jpg`), so ids survive re-decoding and match
-what users see on disk. Files are taken in sorted name order; held-out fractions are drawn per class with
-a generator seeded by (seed, class name), so adding a class never reshuffles another.
+what users see on disk. The layout rules (root, image files, seeded per-class hold-outs, per-class limits)
+live in `unlearning.folder_layout`, shared with the torch-free catalogue the API lists samples with.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from unlearning import folder_layout
 from unlearning.data.cache import cache_key, cached_arrays, unpack_archive
 from unlearning.data.decode import decode_images, image_mode, is_image_file
 from unlearning.data.imageset import SPLITS, Dataset, ImageSet, make_dataset
+from unlearning.folder_layout import ARCHIVE_SUFFIXES, descend_wrapper, limit_per_class
 
 SplitPlan = dict[str, list[tuple[str, int]]]
 """split name -> [(path relative to root, label)] in a fixed order."""
 
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-
 
 def resolve_root(path: str | Path) -> Path:
-    """An image-folder root from a folder or a .tar(.gz) archive (unpacked once into the cache).
-
-    A folder holding exactly one sub-folder and nothing else (an archive's top-level directory, such as
-    `cifar10-jpeg/`) is descended into.
-    """
+    """An image-folder root from a folder or a .tar(.gz) archive (unpacked once into the cache), descending
+    into a lone wrapper folder (an archive's top-level directory, such as `cifar10-jpeg/`)."""
     path = Path(path).expanduser()
     if path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES):
         path = unpack_archive(path)
     if not path.is_dir():
         raise FileNotFoundError(f"image folder {str(path)!r} does not exist (or is not a folder or archive)")
-    while True:
-        entries = [entry for entry in path.iterdir() if not entry.name.startswith(".")]
-        if len(entries) == 1 and entries[0].is_dir() and entries[0].name not in SPLITS:
-            only = entries[0]
-            if any(child.is_dir() for child in only.iterdir()):
-                path = only
-                continue
-        return path
+    return descend_wrapper(path, _children, Path.is_dir)
+
+
+def _children(folder: Path) -> list[Path]:
+    return sorted(folder.iterdir(), key=lambda entry: entry.name)
 
 
 def class_files(folder: Path) -> dict[str, list[Path]]:
     """`{class name: sorted image files}` for the class sub-folders of `folder`."""
-    classes = sorted(
-        entry.name for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith(".")
-    )
-    return {name: sorted(f for f in (folder / name).iterdir() if is_image_file(f)) for name in classes}
-
-
-def hold_out(files: list[Path], fraction: float, seed: int, class_name: str, what: str) -> tuple[list, list]:
-    """Split `files` into (kept, held out): `fraction` of them drawn with a (seed, class, what) generator.
-
-    At least one file is held out when the fraction is positive and the class has two or more files.
-    (`unlearning.catalog` mirrors this rule without torch; keep the two in step.)
-    """
-    if not 0 <= fraction < 1:
-        raise ValueError(f"{what}_fraction must be in [0, 1), got {fraction}")
-    count = round(fraction * len(files))
-    if fraction > 0 and len(files) > 1:
-        count = max(count, 1)
-    chosen = set(random.Random(f"{seed}:{what}:{class_name}").sample(range(len(files)), count))
-    kept = [f for i, f in enumerate(files) if i not in chosen]
-    held = [f for i, f in enumerate(files) if i in chosen]
-    return kept, held
+    return folder_layout.class_files(folder, _children, Path.is_dir, is_image_file)
 
 
 def plan_imagefolder(
     root: Path, *, val_fraction: float, test_fraction: float, seed: int
 ) -> tuple[list[str], SplitPlan]:
-    """Which file goes to which split, following the layout rules in the module docstring."""
-    split_layout = (root / "train").is_dir()
-    train_folder = root / "train" if split_layout else root
-    by_class = class_files(train_folder)
-    class_names = list(by_class)
-    if not class_names:
-        raise ValueError(f"no class folders found in {str(train_folder)!r}")
-    label_of = {name: index for index, name in enumerate(class_names)}
-    per_split: dict[str, dict[str, list[Path]]] = {split: {} for split in SPLITS}
-    has_folder = {split: split_layout and (root / split).is_dir() for split in ("val", "test")}
-    for split in ("val", "test"):
-        if has_folder[split]:
-            found = class_files(root / split)
-            unknown = sorted(found.keys() - label_of.keys())
-            if unknown:
-                raise ValueError(f"{split}/ has class folders that train/ lacks: {unknown}")
-            per_split[split] = found
-    for name, files in by_class.items():
-        if not has_folder["test"]:
-            files, per_split["test"][name] = hold_out(files, test_fraction, seed, name, "test")
-        if not has_folder["val"]:
-            files, per_split["val"][name] = hold_out(files, val_fraction, seed, name, "val")
-        if not files:
-            raise ValueError(
-                f"class {name!r} has too few images to hold out val and test and keep any for train"
-            )
-        per_split["train"][name] = files
-    plan: SplitPlan = {
-        split: [
-            (str(f.relative_to(root)), label_of[name])
-            for name in class_names
-            for f in per_split[split].get(name, [])
-        ]
-        for split in SPLITS
+    """Which file goes to which split (`unlearning.folder_layout.plan_splits`), as relative paths."""
+    class_names, plan = folder_layout.plan_splits(
+        root, _children, Path.is_dir, is_image_file,
+        val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+    )
+    return class_names, {
+        split: [(str(f.relative_to(root)), label) for f, label in rows] for split, rows in plan.items()
     }
-    if not plan["train"]:
-        raise ValueError(f"no image files found under {str(train_folder)!r}")
-    return class_names, plan
-
-
-def limit_per_class(plan: SplitPlan, limits: Mapping[str, int]) -> SplitPlan:
-    """Keep at most the first `limits[split]` samples of each class in each named split."""
-    unknown = sorted(set(limits) - set(SPLITS))
-    if unknown:
-        raise ValueError(f"per_class_limits names unknown splits {unknown}; known: {list(SPLITS)}")
-    limited: SplitPlan = {}
-    for split, rows in plan.items():
-        if split not in limits:
-            limited[split] = rows
-            continue
-        counts: dict[int, int] = {}
-        kept = []
-        for relative, label in rows:
-            if counts.get(label, 0) < limits[split]:
-                kept.append((relative, label))
-                counts[label] = counts.get(label, 0) + 1
-        limited[split] = kept
-    return limited
 
 
 def fingerprint(root: Path, plan: SplitPlan) -> list[tuple[str, int, int]]:

@@ -1,25 +1,31 @@
-"""Unlearning methods behind one interface (`base.py`), each registered by name on import.
+"""Unlearning methods behind one interface (`base.py`), selected by name.
 
-Add a method: a module with a `MethodConfig` subclass and a class with `name`, `Config` and `run`, that
-calls `register(...)` once; import it below.
+Importing this package loads no method (and no torch): `get_method(name)` imports a built-in method's
+module on first use, and params are validated against its torch-free config module.
+
+Add a method: a torch-free `MethodConfig` subclass, a module with a class with `name`, `Config` and `run`
+that calls `register(...)` once, and a row in `base.BUILTIN_METHODS`.
 """
 
-from unlearning.methods import condensation, dau, ff, ft, ga, iu, l1_sparse, multigan, retrain, salun, scrub  # noqa: F401
 from unlearning.methods.base import (
+    BUILTIN_METHODS,
     MethodConfig,
     UnknownMethodError,
     UnlearningMethod,
     available_methods,
+    config_class,
     get_method,
     parse_params,
     register,
 )
 
 __all__ = [
+    "BUILTIN_METHODS",
     "MethodConfig",
     "UnknownMethodError",
     "UnlearningMethod",
     "available_methods",
+    "config_class",
     "get_method",
     "parse_params",
     "register",

@@ -13,8 +13,9 @@ Contract for `run`:
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -60,11 +61,44 @@ class UnknownMethodError(KeyError):
         return f"unknown unlearning method {self.name!r}; available: {', '.join(available_methods())}"
 
 
+class Builtin(NamedTuple):
+    """Where a built-in method lives: `module` defines and registers it (imports torch), `config` is
+    its "module:Class" params model (torch-free, for the HTTP edge)."""
+
+    module: str
+    config: str
+
+
+BUILTIN_METHODS: dict[str, Builtin] = {
+    "condensation": Builtin(
+        "unlearning.methods.condensation.method", "unlearning.methods.condensation.config:CondensationConfig"
+    ),
+    "dau": Builtin("unlearning.methods.dau.method", "unlearning.methods.dau.config:DauConfig"),
+    "ff": Builtin("unlearning.methods.ff", "unlearning.methods.second_order_config:FfConfig"),
+    "ft": Builtin("unlearning.methods.ft", "unlearning.methods.sgd_config:FtConfig"),
+    "ga": Builtin("unlearning.methods.ga", "unlearning.methods.sgd_config:GaConfig"),
+    "iu": Builtin("unlearning.methods.iu", "unlearning.methods.second_order_config:IuConfig"),
+    "l1-sparse": Builtin("unlearning.methods.l1_sparse", "unlearning.methods.sgd_config:L1SparseConfig"),
+    "multigan": Builtin(
+        "unlearning.methods.multigan.method", "unlearning.methods.multigan.config:MultiGanConfig"
+    ),
+    "retrain": Builtin("unlearning.methods.retrain", "unlearning.methods.retrain_config:RetrainConfig"),
+    "salun": Builtin("unlearning.methods.salun", "unlearning.methods.sgd_config:SalunConfig"),
+    "scrub": Builtin("unlearning.methods.scrub", "unlearning.methods.sgd_config:ScrubConfig"),
+}
+"""The one table of built-in methods. A method's module is imported on first use (`get_method`), so
+importing `unlearning.methods` or validating params (`config_class`, `parse_params`) loads no torch."""
+
 _REGISTRY: dict[str, UnlearningMethod] = {}
 
 
 def register(method: UnlearningMethod) -> UnlearningMethod:
-    """Add a method under its `name`; registering a different object under a taken name is an error."""
+    """Add a method under its `name`; registering a different object under a taken name is an error.
+
+    A built-in name counts as taken even before its module is loaded."""
+    builtin = BUILTIN_METHODS.get(method.name)
+    if builtin is not None and type(method).__module__ != builtin.module:
+        _load_builtin(method.name)
     existing = _REGISTRY.get(method.name)
     if existing is not None and existing is not method:
         raise ValueError(f"method name {method.name!r} is already registered by {existing!r}")
@@ -73,7 +107,8 @@ def register(method: UnlearningMethod) -> UnlearningMethod:
 
 
 def get_method(name: str) -> UnlearningMethod:
-    _load_builtin_methods()
+    if name not in _REGISTRY and name in BUILTIN_METHODS:
+        _load_builtin(name)
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -81,15 +116,25 @@ def get_method(name: str) -> UnlearningMethod:
 
 
 def available_methods() -> list[str]:
-    _load_builtin_methods()
-    return sorted(_REGISTRY)
+    return sorted(BUILTIN_METHODS.keys() | _REGISTRY.keys())
+
+
+def config_class(name: str) -> type[MethodConfig]:
+    """Method `name`'s params model; for a built-in one, without importing the method (nor torch)."""
+    if name in _REGISTRY:
+        return _REGISTRY[name].Config
+    try:
+        module_name, _, class_name = BUILTIN_METHODS[name].config.partition(":")
+    except KeyError:
+        raise UnknownMethodError(name) from None
+    return getattr(importlib.import_module(module_name), class_name)  # type: ignore[no-any-return]
 
 
 def parse_params(name: str, raw: Mapping[str, Any] | None) -> MethodConfig:
     """The method's typed config from a raw (JSON) dict; raises pydantic.ValidationError on bad params."""
-    return get_method(name).Config.model_validate(dict(raw or {}), strict=True)
+    return config_class(name).model_validate(dict(raw or {}), strict=True)
 
 
-def _load_builtin_methods() -> None:
-    """Importing the package registers every built-in method (each module calls `register` once)."""
-    import unlearning.methods  # noqa: F401
+def _load_builtin(name: str) -> None:
+    """Import the built-in method's module, which calls `register` once."""
+    importlib.import_module(BUILTIN_METHODS[name].module)

@@ -20,17 +20,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import Field
 
 from unlearning.methods.base import MethodConfig, register
 from unlearning.methods.second_order import (
     Params,
-    PerturbationConfig,
     in_chunks,
     one_shot_update,
     per_sample_gradients,
     sample_rows,
 )
+from unlearning.methods.second_order_config import FfConfig
 from unlearning.types import Progress, ShouldStop
 
 if TYPE_CHECKING:
@@ -38,21 +37,6 @@ if TYPE_CHECKING:
     from unlearning.data import ImageSet, UnlearningSplits
 
 FISHER_EPS = 1e-8
-
-
-class FfConfig(PerturbationConfig):
-    fisher_samples: int = Field(
-        500,
-        ge=1,
-        le=1_000_000,
-        description="Retain samples the Fisher is taken on (cost: one backward pass per sample and class).",
-    )
-    variance_cap: float = Field(
-        1000.0,
-        gt=0,
-        le=1e9,
-        description="c: no weight's noise variance exceeds c times that of a weight with the mean Fisher.",
-    )
 
 
 def diagonal_fisher(

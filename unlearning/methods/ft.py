@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor
 
 from unlearning.methods.base import MethodConfig, register
 from unlearning.methods.common import batch_to, finish, optimiser_step, raise_if_stopped, working_copy
+from unlearning.methods.sgd_config import FtConfig, SgdConfig
 from unlearning.training import (
     AUGMENT_MIN_SIZE,
     augment,
@@ -43,19 +43,6 @@ from unlearning.types import Progress, ShouldStop
 if TYPE_CHECKING:
     from models.base import Classifier
     from unlearning.data import ImageSet, UnlearningSplits
-
-
-class SgdConfig(MethodConfig):
-    """Optimiser and loop settings every SGD-based baseline has (each method sets its own defaults)."""
-
-    seed: int = Field(0, ge=0, description="Seeds batch order, augmentation and any random labels.")
-    epochs: int = Field(10, ge=1, le=1000, description="Passes over the method's training set.")
-    batch_size: int = Field(128, ge=1, le=8192)
-    lr: float = Field(0.01, gt=0, le=10, description="Constant SGD learning rate.")
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0, le=1)
-    augment: bool = Field(True, description="Crop + flip as in base training (images of 16 px or more).")
-    amp: bool = Field(True, description="bf16 autocast on CUDA devices that support it (never on CPU).")
 
 
 def steps_per_pass(count: int, batch_size: int) -> int:
@@ -156,10 +143,6 @@ class SgdRun:
             **info,
         }
         return finish(self.model), summary
-
-
-class FtConfig(SgdConfig):
-    """Reference: 10 epochs, lr 0.01 (Jia et al. 2023)."""
 
 
 class FineTune:

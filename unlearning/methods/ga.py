@@ -13,22 +13,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch.nn.functional as F
-from pydantic import Field
 
 from unlearning.methods.base import MethodConfig, register
-from unlearning.methods.ft import SgdConfig, SgdRun
+from unlearning.methods.ft import SgdRun
+from unlearning.methods.sgd_config import GaConfig
 from unlearning.types import Progress, ShouldStop
 
 if TYPE_CHECKING:
     from models.base import Classifier
     from unlearning.data import UnlearningSplits
-
-
-class GaConfig(SgdConfig):
-    """Reference: 5 epochs, lr 1e-4 (Jia et al. 2023)."""
-
-    epochs: int = Field(5, ge=1, le=1000, description="Passes over the forget set.")
-    lr: float = Field(1e-4, gt=0, le=10, description="Constant SGD learning rate of the ascent.")
 
 
 class GradientAscent:

@@ -24,18 +24,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor
 
 from unlearning.methods.base import MethodConfig, register
 from unlearning.methods.second_order import (
     Params,
-    PerturbationConfig,
     in_chunks,
     one_shot_update,
     per_sample_gradients,
     sample_rows,
 )
+from unlearning.methods.second_order_config import IuConfig
 from unlearning.types import Progress, ShouldStop
 
 if TYPE_CHECKING:
@@ -43,18 +42,6 @@ if TYPE_CHECKING:
     from unlearning.data import ImageSet, UnlearningSplits
 
 BYTES_PER_GIB = 2**30
-
-
-class IuConfig(PerturbationConfig):
-    retain_samples: int = Field(
-        1000, ge=1, le=1_000_000, description="N: retain gradients in the WoodFisher."
-    )
-    damping: float = Field(
-        1e-3, gt=0, le=1e6, description="lambda relative to the mean diagonal of the empirical Fisher."
-    )
-    max_gradient_gib: float = Field(
-        8.0, gt=0, le=1024, description="Memory cap on the N x P gradient matrix."
-    )
 
 
 def flat(tensors: Params, batch_dims: int = 0) -> Tensor:

@@ -16,19 +16,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
 from unlearning.methods.base import MethodConfig, register
-from unlearning.methods.ft import SgdConfig, SgdRun
+from unlearning.methods.ft import SgdRun
+from unlearning.methods.sgd_config import L1SparseConfig
 from unlearning.types import Progress, ShouldStop
 
 if TYPE_CHECKING:
     from models.base import Classifier
     from unlearning.data import UnlearningSplits
-
-
-class L1SparseConfig(SgdConfig):
-    gamma: float = Field(1e-4, ge=0, le=1, description="Initial l1 weight; decays linearly to 0.")
 
 
 def l1_norm(model: Classifier) -> torch.Tensor:

@@ -10,40 +10,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import Field, model_validator
 
 from models.registry import build_model
-from unlearning.methods.base import MethodConfig, register
+from unlearning.methods.base import register
 from unlearning.methods.common import finish
-from unlearning.training import TrainRecipe, pick_device, train_model
+from unlearning.methods.retrain_config import RetrainConfig
+from unlearning.training import pick_device, train_model
 from unlearning.types import Progress, ShouldStop
 
 if TYPE_CHECKING:
     from models.base import Classifier
     from unlearning.data import UnlearningSplits
-
-MAX_EPOCHS = 1000
-MAX_BATCH_SIZE = 8192
-MAX_LR = 10.0
-
-
-class RetrainConfig(MethodConfig):
-    recipe: TrainRecipe = Field(
-        default_factory=TrainRecipe,
-        description="The base training recipe; callers pass the one the original model was trained with.",
-    )
-
-    @model_validator(mode="after")
-    def _refuse_absurd(self) -> RetrainConfig:
-        recipe = self.recipe
-        for field, value, limit in (
-            ("epochs", recipe.epochs, MAX_EPOCHS),
-            ("batch_size", recipe.batch_size, MAX_BATCH_SIZE),
-            ("lr_max", recipe.lr_max, MAX_LR),
-        ):
-            if value > limit:
-                raise ValueError(f"recipe.{field} = {value} is above the limit {limit}")
-        return self
 
 
 class Retrain:

@@ -18,28 +18,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
 from unlearning.data import ImageSet
 from unlearning.methods.base import MethodConfig, register
 from unlearning.methods.common import batch_to, raise_if_stopped
-from unlearning.methods.ft import SgdConfig, SgdRun
+from unlearning.methods.ft import SgdRun
+from unlearning.methods.sgd_config import SalunConfig
 from unlearning.training import memory_format_for
 from unlearning.types import Progress, ShouldStop
 
 if TYPE_CHECKING:
     from models.base import Classifier
     from unlearning.data import UnlearningSplits
-
-
-class SalunConfig(SgdConfig):
-    lr: float = Field(0.013, gt=0, le=10, description="Constant SGD learning rate.")
-    saliency: float = Field(
-        0.5,
-        gt=0,
-        le=1,
-        description="gamma: share of (unpruned) weights that may change, by forget-gradient size.",
-    )
 
 
 def saliency_mask(

@@ -18,37 +18,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import Tensor
 
 from unlearning.methods.base import MethodConfig, register
 from unlearning.methods.common import working_copy
-from unlearning.methods.ft import SgdConfig, SgdRun, steps_per_pass
+from unlearning.methods.ft import SgdRun, steps_per_pass
+from unlearning.methods.sgd_config import ScrubConfig
 from unlearning.types import Progress, ShouldStop
 
 if TYPE_CHECKING:
     from models.base import Classifier
     from unlearning.data import UnlearningSplits
-
-
-class ScrubConfig(SgdConfig):
-    epochs: int = Field(
-        3, ge=1, le=1000, description="Epochs; each is a max pass (early ones) then a min pass."
-    )
-    max_epochs: int = Field(
-        2, ge=0, le=1000, description="Epochs that start with a max pass over the forget set."
-    )
-    lr: float = Field(5e-4, gt=0, le=10, description="Constant SGD learning rate.")
-    forget_batch_size: int = Field(32, ge=1, le=8192, description="Batch size of the max passes.")
-    temperature: float = Field(4.0, gt=0, le=100, description="tau: distillation temperature.")
-    alpha: float = Field(0.001, ge=0, le=1000, description="Weight of the retain KL term.")
-    gamma: float = Field(0.99, ge=0, le=1000, description="Weight of the retain cross-entropy.")
-
-    @model_validator(mode="after")
-    def _check(self) -> ScrubConfig:
-        if self.max_epochs > self.epochs:
-            raise ValueError(f"max_epochs {self.max_epochs} is larger than epochs {self.epochs}")
-        return self
 
 
 def distillation_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:

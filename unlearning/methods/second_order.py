@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
-from unlearning.methods.base import MethodConfig
 from unlearning.methods.common import batch_to, finish, raise_if_stopped, working_copy
+from unlearning.methods.second_order_config import PerturbationConfig
 from unlearning.training import accuracy, memory_format_for, pick_device
 from unlearning.types import Progress, ShouldStop
 
@@ -37,17 +36,6 @@ if TYPE_CHECKING:
 
 RHO_GRID = tuple(1e-4 * 2**k for k in range(15))
 """Relative sizes ||Delta|| / ||theta|| tried, smallest first (1e-4 .. 1.64)."""
-
-
-class PerturbationConfig(MethodConfig):
-    """Settings of the step-size rule (module docstring) and of the samples the curvature is taken on."""
-
-    seed: int = Field(0, ge=0, description="Seeds the sample choice (and FF's noise).")
-    max_retain_drop: float = Field(
-        2.0, ge=0, le=100, description="Percentage points of retain-probe accuracy the change may cost."
-    )
-    probe_size: int = Field(1024, ge=16, le=100_000, description="Retain samples in the accuracy probe.")
-    chunk_size: int = Field(64, ge=1, le=4096, description="Samples per vectorised per-sample-gradient pass.")
 
 
 Params = dict[str, Tensor]

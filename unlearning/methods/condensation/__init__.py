@@ -1,8 +1,8 @@
 """Dataset-condensation unlearning (Khan, 2024): `condense.py` builds (and caches per model version) the
 condensed train set and a request's reduced retain set, also used by DAU's `retain_source="condensed"`;
-`method.py` unlearns on the reduced set with the modular schedule."""
+`method.py` unlearns on the reduced set with the modular schedule; `config.py` holds the (torch-free)
+parameters, the only thing imported here."""
 
-from unlearning.methods.condensation.condense import CondenseSettings, condensed_retain_set
-from unlearning.methods.condensation.method import Condensation, CondensationConfig
+from unlearning.methods.condensation.config import CondensationConfig, CondenseSettings
 
-__all__ = ["Condensation", "CondensationConfig", "CondenseSettings", "condensed_retain_set"]
+__all__ = ["CondensationConfig", "CondenseSettings"]

@@ -35,13 +35,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import Tensor
 
 from unlearning.data import ImageSet
 from unlearning.data.cache import cache_dir, cache_key, cached_arrays
-from unlearning.methods.base import MethodConfig
 from unlearning.methods.common import batch_to, raise_if_stopped, working_copy
+from unlearning.methods.condensation.config import CondenseSettings
 from unlearning.training import memory_format_for, pick_device, to_float
 from unlearning.types import Progress, ShouldStop, never_stop, no_progress
 
@@ -55,27 +54,6 @@ CHECK_EVERY = 10
 """Steps between early-stopping checks of a condensation chunk."""
 CACHE_FOLDER = "condensed"
 """Condensed sets live in `<cache_dir()>/condensed/` (as `decoded/<key>.npz`, the shared cache layout)."""
-
-
-class CondenseSettings(MethodConfig):
-    """How the train set is condensed; part of the cache key (except `cache`)."""
-
-    images_per_subclass: int = Field(
-        10, ge=1, le=10_000,
-        description="Target sub-class size: K_c = ceil(n_c / this) (the paper's CIFAR runs: about 11). "
-        "Smaller sub-classes leave more of them clean under scattered forgetting (random 10% forgetting "
-        "leaves 0.9^10 = 35% of 10-image sub-classes clean, 59% of 5-image ones) but cost more to condense.",
-    )
-    steps: int = Field(
-        100, ge=0, le=100_000,
-        description="Most Adam steps on the blend weights per chunk of sub-classes; a chunk stops early "
-        "once its loss improves by less than `tolerance` (relative) over `CHECK_EVERY` steps.",
-    )
-    tolerance: float = Field(0.01, ge=0, lt=1, description="Relative improvement that counts as progress.")
-    lr: float = Field(0.1, gt=0, le=100, description="Adam learning rate of the blend logits w.")
-    subclass_batch: int = Field(256, ge=1, le=100_000, description="Sub-classes optimised together.")
-    seed: int = Field(0, ge=0, description="Seeds k-means.")
-    cache: bool = Field(True, description="Reuse (and store) the condensed set of this model version.")
 
 
 @dataclass(frozen=True)
@@ -273,6 +251,37 @@ def reduced_retain_set(condensed: CondensedSet, splits: UnlearningSplits) -> Ima
     return splits.retain.subset(keep_real).concat(condensed_part)
 
 
+@dataclass(frozen=True)
+class ReducedRetain:
+    """Step 3's result for one request, and where steps 1-2 came from (for a method's `info`)."""
+
+    images: ImageSet
+    subclasses: int
+    cache_hit: bool
+
+    def counts(self, retain_size: int) -> dict[str, int]:
+        """Real and condensed images in the reduced set, and the size of the retain set it stands for."""
+        condensed = sum(sample_id.startswith(CONDENSED_PREFIX) for sample_id in self.images.sample_ids)
+        return {"real": len(self.images) - condensed, "condensed": condensed, "of_retain": retain_size}
+
+
+def reduce_retain(
+    model: Classifier,
+    splits: UnlearningSplits,
+    settings: CondenseSettings,
+    *,
+    device: torch.device | None = None,
+    progress: Progress = no_progress,
+    should_stop: ShouldStop = never_stop,
+) -> ReducedRetain:
+    """Steps 1-3: the reduced retain set of `splits` under `model`, condensing or loading from the cache."""
+    condensed, cache_hit = condensed_set(
+        model, splits.retain.concat(splits.forget), settings,
+        device=device, progress=progress, should_stop=should_stop,
+    )
+    return ReducedRetain(reduced_retain_set(condensed, splits), len(condensed.images), cache_hit)
+
+
 def condensed_retain_set(
     model: Classifier,
     splits: UnlearningSplits,
@@ -284,8 +293,8 @@ def condensed_retain_set(
 ) -> ImageSet:
     """The reduced retain set of `splits` under `model` (condensing or loading from the cache first):
     what DAU trains its cross-entropy term on with `retain_source="condensed"`."""
-    condensed, _ = condensed_set(
-        model, splits.retain.concat(splits.forget), settings or CondenseSettings(),
+    reduced = reduce_retain(
+        model, splits, settings or CondenseSettings(),
         device=device, progress=progress, should_stop=should_stop,
     )
-    return reduced_retain_set(condensed, splits)
+    return reduced.images

@@ -24,16 +24,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import Field
 
-from unlearning.methods.base import MethodConfig, register
+from unlearning.methods.base import register
 from unlearning.methods.common import StageClock, finish, working_copy
-from unlearning.methods.condensation.condense import (
-    CONDENSED_PREFIX,
-    CondenseSettings,
-    condensed_set,
-    reduced_retain_set,
-)
+from unlearning.methods.condensation.condense import reduce_retain
+from unlearning.methods.condensation.config import CondensationConfig
 from unlearning.training import TrainRecipe, pick_device, train_model
 from unlearning.types import Progress, ShouldStop
 
@@ -47,23 +42,6 @@ CONDENSE_SHARE = 0.5
 MIN_PHASE_STEPS = 8
 """A phase takes at least this many optimiser steps: the batch shrinks when the reduced set is tiny (a
 class-wise request on a small dataset), which also keeps the one-cycle schedule well defined."""
-
-
-class CondensationConfig(MethodConfig):
-    """Dataset-condensation unlearning; the schedule's defaults were chosen on digits (MLP), both
-    scenarios, against retraining."""
-
-    seed: int = Field(0, ge=0, description="Seeds the head's re-initialisation and the batches.")
-    condense: CondenseSettings = Field(default_factory=CondenseSettings, description="How to condense.")
-    beginning_fraction: float = Field(
-        0.5, gt=0, lt=1, description="Share of the feature extractor's parameter tensors in the beginning."
-    )
-    beginning_epochs: int = Field(1, ge=0, le=1000, description="Epochs of phase beginning.")
-    final_epochs: int = Field(3, ge=1, le=1000, description="Epochs of phase final (the fresh head).")
-    intermediate_epochs: int = Field(3, ge=0, le=1000, description="Epochs of phase intermediate.")
-    batch_size: int = Field(128, ge=1, le=8192)
-    lr_max: float = Field(0.05, gt=0, le=10, description="Peak learning rate of each one-cycle phase.")
-    augment: bool = Field(True, description="Crop + flip (images of 16 px and more).")
 
 
 def module_of(model: Classifier, beginning_fraction: float) -> dict[str, str]:
@@ -104,12 +82,11 @@ class Condensation:
         device = pick_device()
         clock = StageClock()
         with clock.stage("condense"):
-            condensed, cache_hit = condensed_set(
-                model, splits.retain.concat(splits.forget), config.condense, device=device,
+            reduction = reduce_retain(
+                model, splits, config.condense, device=device, should_stop=should_stop,
                 progress=lambda fraction, stage: progress(CONDENSE_SHARE * fraction, stage),
-                should_stop=should_stop,
             )
-            reduced = reduced_retain_set(condensed, splits)
+        reduced = reduction.images
         student = working_copy(model, device)
         modules = module_of(student, config.beginning_fraction)
         phases = [
@@ -117,7 +94,7 @@ class Condensation:
             ("final", config.final_epochs, {"final"}),
             ("intermediate", config.intermediate_epochs, {"intermediate", "final"}),
         ]
-        done = 0.0 if cache_hit else CONDENSE_SHARE
+        done = 0.0 if reduction.cache_hit else CONDENSE_SHARE
         per_epoch = (1 - done) / sum(epochs for _, epochs, _ in phases)
         for stage, epochs, trained in phases:
             if epochs == 0:
@@ -140,15 +117,10 @@ class Condensation:
                 )
             done += per_epoch * epochs
         progress(1.0, "done")
-        condensed_count = sum(sample_id.startswith(CONDENSED_PREFIX) for sample_id in reduced.sample_ids)
         info = {
-            "condensed_cache_hit": cache_hit,
-            "subclasses": len(condensed.images),
-            "reduced_retain": {
-                "real": len(reduced) - condensed_count,
-                "condensed": condensed_count,
-                "of_retain": len(splits.retain),
-            },
+            "condensed_cache_hit": reduction.cache_hit,
+            "subclasses": reduction.subclasses,
+            "reduced_retain": reduction.counts(len(splits.retain)),
             "seconds": clock.rounded(),
             "device": str(device),
         }

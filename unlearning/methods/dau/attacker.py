@@ -11,21 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-
-class AttackerConfig(BaseModel):
-    """Shape of the attacker; the defaults are the architecture DESIGN section 9 specifies."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
-
-    token_dim: int = Field(64, ge=4, le=1024, description="d_model: width of each class token.")
-    layers: int = Field(3, ge=1, le=12, description="TransformerEncoder layers.")
-    heads: int = Field(4, ge=1, le=16, description="Attention heads (must divide token_dim).")
-    ff_dim: int = Field(128, ge=4, le=4096, description="Feed-forward width inside each encoder layer.")
-    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout inside the encoder layers.")
-    hidden_dim: int = Field(64, ge=4, le=4096, description="Width of the MLP after flattening the tokens.")
+from unlearning.methods.dau.config import AttackerConfig
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,10 @@ as the target); warm-up reuses one pass of D over the attack pool. Stopping: eve
 iterations the attacker is scored on held-out forget/val samples it never trained on; random
 forgetting stops once that accuracy stays within 0.5 +- tol with retain accuracy recovered, class-wise
 once alpha has dropped to 0 and retain accuracy is recovered.
+
+With `retain_source="condensed"` R is drawn from the condensation method's reduced retain set (built or
+loaded from the per-model-version cache first, in the run's time: stage `condense`); the retain-accuracy
+probe of the stopping rule stays on the real retain set, so both sources stop by the same measure.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from unlearning.methods.common import (
     raise_if_stopped,
     working_copy,
 )
+from unlearning.methods.condensation.condense import ReducedRetain, reduce_retain
 from unlearning.methods.dau.attacker import AttackInputs, MembershipAttacker
 from unlearning.methods.dau.barlow_twins import barlow_twins_loss
 from unlearning.methods.dau.config import DauConfig
@@ -54,7 +59,9 @@ if TYPE_CHECKING:
     from unlearning.data import ImageSet, UnlearningSplits
 
 WARMUP_SHARE = 0.1
-"""Share of the progress bar given to the attacker warm-up."""
+"""Share of the game's progress bar given to the attacker warm-up."""
+CONDENSE_SHARE = 0.3
+"""Share of the whole progress bar given to condensing the retain set when the cache misses."""
 
 
 @dataclass
@@ -102,21 +109,66 @@ class Dau:
     ) -> tuple[Classifier, dict[str, Any]]:
         device = pick_device()
         devices = [device] if device.type == "cuda" else []
+        clock = StageClock()
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(config.seed)
-            return _Game(model, splits, config, device).play(progress, should_stop)
+            reduction = self._reduced_retain(model, splits, config, device, clock, progress, should_stop)
+            retain = splits.retain if reduction is None else reduction.images
+            start = CONDENSE_SHARE if reduction is not None and not reduction.cache_hit else 0.0
+
+            def game_progress(fraction: float, stage: str) -> None:
+                progress(start + (1 - start) * fraction, stage)
+
+            game = _Game(model, splits, retain, config, device, clock)
+            unlearned, info = game.play(game_progress, should_stop)
+        info["retain_source"] = config.retain_source
+        if reduction is not None:
+            info["condensed_cache_hit"] = reduction.cache_hit
+            info["subclasses"] = reduction.subclasses
+            info["reduced_retain"] = reduction.counts(len(splits.retain))
+        return unlearned, info
+
+    @staticmethod
+    def _reduced_retain(
+        model: Classifier,
+        splits: UnlearningSplits,
+        config: DauConfig,
+        device: torch.device,
+        clock: StageClock,
+        progress: Progress,
+        should_stop: ShouldStop,
+    ) -> ReducedRetain | None:
+        """The condensed retain set when `retain_source` asks for it (None: train on the real one)."""
+        if config.retain_source != "condensed":
+            return None
+        with clock.stage("condense"):
+            return reduce_retain(
+                model, splits, config.condense, device=device, should_stop=should_stop,
+                progress=lambda fraction, stage: progress(CONDENSE_SHARE * fraction, stage),
+            )
 
 
 class _Game:
-    def __init__(self, model: Classifier, splits: UnlearningSplits, config: DauConfig, device: torch.device):
+    """One run of the game; `retain` is the set the CE term's batches come from (see `retain_source`)."""
+
+    def __init__(
+        self,
+        model: Classifier,
+        splits: UnlearningSplits,
+        retain: ImageSet,
+        config: DauConfig,
+        device: torch.device,
+        clock: StageClock,
+    ):
         self.config = config
         self.splits = splits
+        self.retain = retain
         self.device = device
         self.amp = config.amp and device.type == "cuda"
         self.num_classes = splits.num_classes
         self.rows = torch.Generator().manual_seed(config.seed)
         self.noise = torch.Generator(device=device).manual_seed(config.seed + 1)
-        self.clock = StageClock()
+        self.clock = clock
 
         self.defender = working_copy(model, device).eval()
         trainable = last_parameters(self.defender, config.update_fraction)
@@ -128,6 +180,12 @@ class _Game:
             momentum=config.momentum,
             weight_decay=config.weight_decay,
         )
+        self.defender_schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.defender_optimiser,
+            lambda step: max(0.0, 1 - step / config.iterations) if config.lr_decay else 1.0,
+        )
+        self.trainable = trainable
+        self.max_grad_norm = 0.0
         self.attacker_optimiser = torch.optim.AdamW(
             self.attacker.parameters(), lr=config.attacker_lr, weight_decay=config.attacker_weight_decay
         )
@@ -143,7 +201,7 @@ class _Game:
         self.pairs = PairSampler(self.pools, splits.val.labels, self.rows)
         self.forget_batches = index_stream(len(self.pools.member_train), config.batch_size, self.rows)
         retain_batch = config.retain_batch_size or config.batch_size
-        self.retain_batches = index_stream(len(splits.retain), retain_batch, self.rows)
+        self.retain_batches = index_stream(len(retain), retain_batch, self.rows)
         probe_size = min(config.retain_probe, len(splits.retain))
         self.retain_probe = torch.randperm(len(splits.retain), generator=self.rows)[:probe_size]
         self.member_tokens = label_tokens(self.pools.member_token_labels, self.num_classes).to(device)
@@ -191,6 +249,7 @@ class _Game:
             "seconds": self.clock.rounded(),
             "device": str(self.device),
             "retain_probe_accuracy_start": round(start_retain_accuracy, 2),
+            "max_defender_grad_norm": round(self.max_grad_norm, 3),
             "attacker_accuracy": {
                 "after_warmup": round(trace[0].attacker_accuracy, 4),
                 "final": round(trace[-1].attacker_accuracy, 4),
@@ -223,8 +282,8 @@ class _Game:
         retain_rows = next(self.retain_batches)
         x_f = self._batch(splits.forget.images[forget_rows])
         x_v = self._batch(splits.val.images[val_rows])
-        x_r = self._batch(splits.retain.images[retain_rows])
-        y_r = splits.retain.labels[retain_rows].to(self.device)
+        x_r = self._batch(self.retain.images[retain_rows])
+        y_r = self.retain.labels[retain_rows].to(self.device)
         if config.augment_retain:
             x_r = augment(x_r, self.rows).contiguous(memory_format=self.memory_format)
 
@@ -257,7 +316,10 @@ class _Game:
         if config.lambda_bt > 0:
             loss = loss + config.lambda_bt * barlow_twins_loss(z_f, z_v, config.bt_off_diagonal)
         loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm or float("inf"))
+        self.max_grad_norm = max(self.max_grad_norm, float(norm))
         optimiser_step(self.defender_optimiser, self.defender)
+        self.defender_schedule.step()
 
     # -- pieces -----------------------------------------------------------------------------------------
 

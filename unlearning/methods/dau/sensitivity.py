@@ -20,12 +20,11 @@ used only to measure estimators (C backward passes).
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-SensitivityMethod = Literal["finite_difference", "jvp"]
+from unlearning.methods.dau.config import SensitivityMethod
 
 
 def sensitivity(

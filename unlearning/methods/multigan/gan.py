@@ -20,29 +20,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor, nn
 
 from unlearning.data import ImageSet
-from unlearning.methods.base import MethodConfig
 from unlearning.methods.common import raise_if_stopped
+from unlearning.methods.multigan.config import GanConfig
 from unlearning.training import batch_stream
 from unlearning.types import Progress, ShouldStop
-
-
-class GanConfig(MethodConfig):
-    """One conditional GAN's size and training budget (both GANs of `multigan` use the same)."""
-
-    latent_dim: int = Field(64, ge=1, le=1024, description="Size of the noise vector z.")
-    width: int = Field(
-        16, ge=1, le=512,
-        description="Channels of the generator's last block (and the discriminator's first); they double "
-        "per block towards the seed. 16 keeps a 32x32 generator near 7 MMAC per image on two CPU cores.",
-    )
-    steps: int = Field(300, ge=1, le=1_000_000, description="Generator steps (one D step precedes each).")
-    batch_size: int = Field(64, ge=2, le=4096)
-    lr: float = Field(2e-4, gt=0, le=1, description="Adam learning rate of G and D (DCGAN).")
-    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1 of G and D (DCGAN).")
 
 
 def geometry(image_size: int) -> tuple[int, int]:

@@ -28,17 +28,17 @@ for deployments where most retained data is no longer readable.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor
 
 from unlearning.data import ImageSet
-from unlearning.methods.base import MethodConfig, register
+from unlearning.methods.base import register
 from unlearning.methods.common import StageClock, finish, working_copy
-from unlearning.methods.multigan.gan import ConditionalGenerator, GanConfig, train_gan
+from unlearning.methods.multigan.config import InversionRule, MultiGanConfig
+from unlearning.methods.multigan.gan import ConditionalGenerator, train_gan
 from unlearning.training import TrainRecipe, pick_device, predict_probs, seeded_generator, train_model
 from unlearning.types import Progress, ShouldStop
 
@@ -46,41 +46,11 @@ if TYPE_CHECKING:
     from models.base import Classifier
     from unlearning.data import UnlearningSplits
 
-InversionRule = Literal["least_likely", "runner_up", "shift"]
-
 SAMPLE_CHUNK = 512
 """Images generated per generator call."""
 
 STAGE_SHARES = {"retain_gan": 0.35, "forget_gan": 0.2, "synthesise": 0.05, "finetune": 0.4}
 """Shares of the progress bar per stage, roughly their cost at the defaults."""
-
-
-class MultiGanConfig(MethodConfig):
-    """Multi-GAN unlearning. Budgets (GAN steps, widths, epochs) are sized for the cpu bench's two cores;
-    the learning rates and ratios were checked on digits only."""
-
-    seed: int = Field(0, ge=0, description="Seeds the retain subsample, GAN training, sampling and batches.")
-    retain_fraction: float = Field(
-        1.0, gt=0, le=1, description="Share of the real retain set the method may read (GAN and fine-tune)."
-    )
-    gan: GanConfig = Field(default_factory=GanConfig, description="Both GANs' size and training budget.")
-    forget_gan_steps: int | None = Field(
-        150, ge=1, le=1_000_000,
-        description="Steps of the forget GAN (its data is usually ten times smaller); None = gan.steps.",
-    )
-    synthetic_retain_ratio: float = Field(
-        0.2, ge=0, le=10, description="Synthetic retain images per real retain image (of the full set)."
-    )
-    synthetic_forget_ratio: float = Field(
-        1.0, ge=0, le=10, description="Synthetic forget images per forget image."
-    )
-    inversion: InversionRule = Field(
-        "least_likely", description="How forget labels are inverted (see the module docstring)."
-    )
-    finetune_epochs: int = Field(3, ge=1, le=1000, description="Epochs over the combined set.")
-    batch_size: int = Field(128, ge=1, le=8192)
-    lr_max: float = Field(0.01, gt=0, le=10, description="Peak learning rate of the one-cycle fine-tune.")
-    augment: bool = Field(True, description="Crop + flip during the fine-tune (images of 16 px and more).")
 
 
 def invert_labels(probs: Tensor, labels: Tensor, rule: InversionRule, num_classes: int) -> Tensor:
