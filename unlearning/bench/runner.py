@@ -81,10 +81,10 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None) -> BenchR
         f"test {len(splits.test)} ({options.scenario} scenario"
         + (f", class {splits.forget_class})" if splits.forget_class is not None else ")")
     )
-    original = _original_model(preset, dataset, options, reporter)
+    original = original_model(preset, dataset, options, reporter)
     if options.sparsity is not None:
         original = _sparse_original(original, preset, dataset, options, reporter)
-    original_metrics = _metrics(original.model, splits, options.seed)
+    original_metrics = headline_metrics(original.model, splits, options.seed)
     original_metrics = {
         "train_acc": accuracy(original.model, dataset.train),
         "test_acc": accuracy(original.model, dataset.test),
@@ -101,7 +101,7 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None) -> BenchR
     for name in options.methods:
         spec = row_spec(name, preset, options.seed)
         if name == REFERENCE_ROW:
-            measured, cached = _retrain_reference(spec, original.model, splits, preset, options, reporter)
+            measured, cached = retrain_reference(spec, original.model, splits, preset, options, reporter)
             if cached:
                 reference_note = f"retrain loaded from the cache ({measured.seconds:.1f} s in an earlier run)"
         else:
@@ -110,7 +110,7 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None) -> BenchR
             from unlearning.pruning import sparsity_of
 
             measured.info["sparsity"] = sparsity_of(measured.model)
-        metrics = _metrics(measured.model, splits, options.seed)
+        metrics = headline_metrics(measured.model, splits, options.seed)
         row = RowResult(
             method=name,
             **metrics,
@@ -149,7 +149,7 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None) -> BenchR
     )
 
 
-def _original_model(
+def original_model(
     preset: Preset, dataset: Dataset, options: BenchOptions, reporter: Reporter
 ) -> CachedModel:
     from unlearning.pipeline import train_base_model
@@ -208,7 +208,7 @@ def _sparse_original(
     return CachedModel(model.cpu().eval(), seconds, path)
 
 
-def _retrain_reference(
+def retrain_reference(
     spec: RowSpec,
     original: Classifier,
     splits: UnlearningSplits,
@@ -245,7 +245,7 @@ def _run_row(spec: RowSpec, original: Classifier, splits: UnlearningSplits, repo
     return _Measured(model, seconds, info)
 
 
-def _metrics(model: Classifier, splits: UnlearningSplits, seed: int) -> dict[str, float]:
+def headline_metrics(model: Classifier, splits: UnlearningSplits, seed: int) -> dict[str, float]:
     audit = audit_model(model, splits, seed=seed)
     return {"UA": float(audit.UA), "MIA": float(audit.MIA), "RA": float(audit.RA), "TA": float(audit.TA)}
 
