@@ -1,12 +1,26 @@
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StrictInt, UrlConstraints
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, PlainValidator, UrlConstraints, WithJsonSchema
 
 from app.db.models import RequestStatus
-from app.schemas import Text
+from app.schemas import Text, storable_text
 
 SampleId = Annotated[Text, Field(min_length=1, max_length=512)]
+
+
+def _class_ref(value: object) -> int | str:
+    """One check instead of an int|str union, so an error names `class`, not pydantic's union branches."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("must be a class index (an integer) or a class name (a string)")
+    return storable_text(value) if isinstance(value, str) else value
+
+
+ClassRef = Annotated[
+    int | str,
+    PlainValidator(_class_ref),
+    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string"}]}),
+]
 CallbackUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2000, allowed_schemes=["http", "https"])]
 
 
@@ -17,7 +31,7 @@ class DeletionRequestCreate(BaseModel):
 
     model_id: Text = Field(min_length=1, max_length=40)
     sample_ids: list[SampleId] | None = Field(default=None, description="Sample ids to forget (train split).")
-    class_: StrictInt | Text | None = Field(
+    class_: ClassRef | None = Field(
         default=None, alias="class", description="A class index or name: forget every train sample of it."
     )
     method: Text = Field(default="dau", min_length=1, max_length=64)

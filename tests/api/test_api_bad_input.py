@@ -357,4 +357,5 @@ def test_bad_input_is_a_4xx_problem_naming_the_field_and_writes_nothing(
         body = assert_problem(response, status, field)
         assert snapshot(db, settings.artifacts, enqueued) == before, name
         named = sorted({item["field"] for item in body.get("errors", [])})
+        assert not any("[" in item or item.endswith((".int", ".str")) for item in named), (name, named)
         print(f"OUTCOME bad-input | {name} | {response.status_code} | {', '.join(named)} | nothing written")

@@ -93,3 +93,25 @@ def test_pruned_weights_stay_zero() -> None:
     mask = sparse.masks["body.1.weight"]
     assert torch.count_nonzero(model.body[1].weight[~mask]) == 0
     assert torch.count_nonzero(model.body[1].weight[mask]) > 0
+
+
+def test_the_defender_step_is_clipped_and_its_learning_rate_decays() -> None:
+    """max_grad_norm bounds every defender step; with lr_decay the last iterations barely move it."""
+    problem = memorising_problem()
+    splits = problem.random_splits
+    start = torch.nn.utils.parameters_to_vector(problem.model.parameters())
+
+    def moved(**params: object) -> tuple[float, dict]:  # type: ignore[type-arg]
+        model, info, _ = run_dau(
+            splits, iterations=10, stop_patience=100, weight_decay=0.0, momentum=0.0, **params
+        )
+        return float((torch.nn.utils.parameters_to_vector(model.parameters()) - start).norm()), info
+
+    tiny, info = moved(max_grad_norm=1e-6, lr_decay=False)
+    free, free_info = moved(max_grad_norm=None, lr_decay=False)
+    # without momentum each step moves the weights by lr * clipped gradient: at most 0.1 * 1e-6, ten times
+    assert tiny <= 10 * FAST["lr"] * 1e-6 * 1.01
+    assert free > 1000 * tiny
+    assert info["max_defender_grad_norm"] > 1e-6  # the norm before clipping is reported
+    decayed, _ = moved(max_grad_norm=None, lr_decay=True)
+    assert decayed < free  # a linearly decaying rate (mean 0.55 of the start) moves less than a constant one
