@@ -28,6 +28,7 @@ def sweep(
     variant: Annotated[list[str], typer.Option(help="DAU params as a JSON object; repeat for each.")],
     method: Annotated[str, typer.Option(help="The method whose params vary.")] = "dau",
     seed: int = 0,
+    sparsity: Annotated[float | None, typer.Option(help="Run on the cached pruned original.")] = None,
     data: Annotated[Path | None, typer.Option(help="CIFAR-10 archive or tree.")] = None,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Append one JSON line per variant.")
@@ -45,17 +46,28 @@ def sweep(
         headline_metrics,
         original_model,
         retrain_reference,
+        sparse_original,
     )
     from unlearning.bench.scenarios import scenario_splits
     from unlearning.methods import get_method, parse_params
     from unlearning.types import never_stop, no_progress
 
     console = Console()
-    options = BenchOptions(preset, scenario, ["retrain"], seed=seed, data_path=data, reuse_retrain=True)  # type: ignore[arg-type]
+    options = BenchOptions(
+        preset,
+        scenario,  # type: ignore[arg-type]
+        ["retrain"],
+        seed=seed,
+        data_path=data,
+        sparsity=sparsity,
+        reuse_retrain=True,
+    )
     bench_preset = get_preset(preset)
     dataset = bench_preset.load(data, seed)
     splits = scenario_splits(dataset, scenario, seed=seed)  # type: ignore[arg-type]
     original = original_model(bench_preset, dataset, options, SilentReporter())
+    if sparsity is not None:
+        original = sparse_original(original, bench_preset, dataset, options, SilentReporter())
     retrain = row_spec("retrain", bench_preset, seed)
     reference, cached = retrain_reference(
         retrain, original.model, splits, bench_preset, options, SilentReporter()
@@ -63,7 +75,7 @@ def sweep(
     if not cached:
         console.print("note: no cached retrain reference was found, so it was retrained just now")
     target = headline_metrics(reference.model, splits, seed)
-    table = Table(title=f"{method} sweep: {preset} {scenario}, retrain {target}")
+    table = Table(title=f"{method} sweep: {preset} {scenario} sparsity {sparsity}, retrain {target}")
     for column in ("params", "UA", "MIA", "RA", "TA", "disparity", "seconds", "iterations", "stop"):
         table.add_column(column)
     for raw in variant:

@@ -34,7 +34,11 @@ def test_the_rows_are_the_methods_with_the_issue_params() -> None:
     assert parse_rows("multigan-r0.1,dau-condensed,retrain") == ["retrain", "multigan-r0.1", "dau-condensed"]
     preset = get_preset("smoke")
     condensed = row_spec("dau-condensed", preset, 4)
-    assert (condensed.method, condensed.params) == ("dau", {"seed": 4, "retain_source": "condensed"})
+    assert (condensed.method, condensed.params) == (
+        "dau",
+        {"seed": 4, "retain_source": "condensed", "condense": {"cache": False}},  # the cold cost
+    )
+    assert row_spec("condensation", preset, 4).params == {"seed": 4, "condense": {"cache": False}}
     tenth = row_spec("multigan-r0.1", preset, 4)
     assert (tenth.method, tenth.params) == ("multigan", {"seed": 4, "retain_fraction": 0.1})
     assert parse_params("dau", condensed.params).retain_source == "condensed"  # type: ignore[attr-defined]

@@ -83,7 +83,7 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None) -> BenchR
     )
     original = original_model(preset, dataset, options, reporter)
     if options.sparsity is not None:
-        original = _sparse_original(original, preset, dataset, options, reporter)
+        original = sparse_original(original, preset, dataset, options, reporter)
     original_metrics = headline_metrics(original.model, splits, options.seed)
     original_metrics = {
         "train_acc": accuracy(original.model, dataset.train),
@@ -177,7 +177,7 @@ def original_model(
     return CachedModel(model.cpu().eval(), seconds, path)
 
 
-def _sparse_original(
+def sparse_original(
     dense: CachedModel, preset: Preset, dataset: Dataset, options: BenchOptions, reporter: Reporter
 ) -> CachedModel:
     from unlearning.pruning import prune_and_retrain, sparsity_of

@@ -217,12 +217,12 @@ class _Game:
         trace = [self._evaluate(0)]
         won_streak, stop_reason, iteration = 0, "budget", 0
         class_wise = self.splits.forget_class is not None
+        alpha_off_at: int | None = None
         for iteration in range(1, config.iterations + 1):
             raise_if_stopped(should_stop, f"DAU iteration {iteration}")
-            alpha = config.alpha
-            alpha_iterations = config.class_alpha_iterations if class_wise else config.random_alpha_iterations
-            if alpha_iterations is not None and iteration > alpha_iterations:
-                alpha = 0.0
+            alpha = config.alpha if alpha_off_at is None else 0.0
+            if not class_wise and config.random_alpha_iterations is not None:
+                alpha = config.alpha if iteration <= config.random_alpha_iterations else 0.0
             stage = "game" if alpha > 0 else "restore"
             with self.clock.stage(stage):
                 self._iteration(alpha)
@@ -233,10 +233,14 @@ class _Game:
                 held_out = self._evaluate(iteration)
             trace.append(held_out)
             recovered = held_out.retain_accuracy >= start_retain_accuracy - config.retain_tolerance
+            attack_won = abs(held_out.attacker_accuracy - 0.5) <= config.stop_tolerance
+            attack_phase_over = iteration >= config.class_alpha_iterations and attack_won
+            if class_wise and alpha_off_at is None and attack_phase_over:
+                alpha_off_at = iteration  # the class is forgotten: the rest of the budget restores
             if class_wise:
                 won = alpha == 0 and recovered
             else:
-                won = abs(held_out.attacker_accuracy - 0.5) <= config.stop_tolerance and recovered
+                won = attack_won and recovered
             won_streak = won_streak + 1 if won else 0
             if won_streak >= config.stop_patience:
                 stop_reason = "restored" if class_wise else "won"
@@ -250,6 +254,7 @@ class _Game:
             "device": str(self.device),
             "retain_probe_accuracy_start": round(start_retain_accuracy, 2),
             "max_defender_grad_norm": round(self.max_grad_norm, 3),
+            "alpha_off_at": alpha_off_at,
             "attacker_accuracy": {
                 "after_warmup": round(trace[0].attacker_accuracy, 4),
                 "final": round(trace[-1].attacker_accuracy, 4),
