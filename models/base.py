@@ -74,6 +74,16 @@ class Classifier(nn.Module):
                 self.masks[name] = mask
             param.mul_(mask.to(param.dtype))
 
+    @torch.no_grad()
+    def mask_gradients(self) -> None:
+        """Zero the gradients of masked-out weights, so a gradient-norm clip spends its budget on the
+        weights that can move (no-op for dense models)."""
+        params = dict(self.named_parameters())
+        for name, mask in self.masks.items():
+            grad = params[name].grad
+            if grad is not None:
+                grad.mul_(mask.to(device=grad.device, dtype=grad.dtype))
+
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         """Keep masks on the parameters' device when the model is moved with .to()/.cuda()."""
         result = super()._apply(fn, recurse)

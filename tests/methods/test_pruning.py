@@ -121,3 +121,19 @@ def test_pruned_checkpoint_round_trip_keeps_the_masks(tmp_path: Path) -> None:
     for name, mask in pruned.masks.items():
         assert torch.equal(loaded.masks[name].cpu(), mask)
     assert sparsity_of(loaded) == sparsity_of(pruned)
+
+
+def test_mask_gradients_zeroes_only_the_pruned_weights_gradients() -> None:
+    model = magnitude_prune(small_resnet(), 0.9)
+    model(torch.rand(4, 3, 16, 16)).sum().backward()
+    params = dict(model.named_parameters())
+    before = {name: param.grad.clone() for name, param in params.items() if param.grad is not None}
+    model.mask_gradients()
+    for name, param in params.items():
+        mask = model.masks.get(name)
+        if mask is None:
+            assert torch.equal(param.grad, before[name])  # unpruned parameters keep their gradient
+        else:
+            assert not param.grad[~mask].any()
+            assert torch.equal(param.grad[mask], before[name][mask])
+    assert any(before[name][~mask].any() for name, mask in model.masks.items())  # there was something to zero

@@ -126,8 +126,18 @@ class DauConfig(MethodConfig):
         ge=0,
         le=100_000,
         description="Class-wise: alpha drops to 0 at the first held-out evaluation from this iteration on "
-        "that finds the attacker at chance (the class is forgotten); the rest of the budget restores "
-        "retain accuracy. A fixed cut-off left a 95%-sparse cpu-bench model half-forgotten (UA 54.7).",
+        "that finds the class forgotten (attacker at chance, or held-out forget accuracy at most "
+        "`class_forgotten_accuracy`); the rest of the budget restores retain accuracy. A fixed cut-off "
+        "left a 95%-sparse cpu-bench model half-forgotten (UA 54.7).",
+    )
+    class_forgotten_accuracy: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="Class-wise: held-out forget accuracy (percent) at or below which the class counts as "
+        "forgotten. Once the model stops predicting the class, the attacker may still find other cues "
+        "(relabelled non-members differ from members in more than the label), so chance alone is too "
+        "strict a test.",
     )
     class_nonmembers: ClassNonMembers = "relabel"
 

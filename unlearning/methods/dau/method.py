@@ -234,7 +234,8 @@ class _Game:
             trace.append(held_out)
             recovered = held_out.retain_accuracy >= start_retain_accuracy - config.retain_tolerance
             attack_won = abs(held_out.attacker_accuracy - 0.5) <= config.stop_tolerance
-            attack_phase_over = iteration >= config.class_alpha_iterations and attack_won
+            forgotten = attack_won or held_out.forget_accuracy <= config.class_forgotten_accuracy
+            attack_phase_over = iteration >= config.class_alpha_iterations and forgotten
             if class_wise and alpha_off_at is None and attack_phase_over:
                 alpha_off_at = iteration  # the class is forgotten: the rest of the budget restores
             if class_wise:
@@ -321,6 +322,7 @@ class _Game:
         if config.lambda_bt > 0:
             loss = loss + config.lambda_bt * barlow_twins_loss(z_f, z_v, config.bt_off_diagonal)
         loss.backward()
+        self.defender.mask_gradients()
         norm = torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm or float("inf"))
         self.max_grad_norm = max(self.max_grad_norm, float(norm))
         optimiser_step(self.defender_optimiser, self.defender)
