@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -164,23 +164,19 @@ def original_model(
         dataset=dataset.name,
         train_ids=ids_digest(dataset.train.sample_ids),
     )
-    cached = load_cached(path)
-    if cached is not None:
-        reporter.log(f"original model: cached at {path} (trained in {cached.seconds:.1f} s)")
-        return cached
-    with reporter.task(f"training the original {preset.architecture} ({recipe.epochs} epochs)") as progress:
-        start = time.perf_counter()
-        model = train_base_model(dataset, preset.architecture, recipe, progress)
-        seconds = time.perf_counter() - start
-    store(model, seconds, path)
-    reporter.log(f"original model: trained in {seconds:.1f} s, cached at {path}")
-    return CachedModel(model.cpu().eval(), seconds, path)
+    return _cached_or_made(
+        path,
+        "original model",
+        f"training the original {preset.architecture} ({recipe.epochs} epochs)",
+        lambda progress: train_base_model(dataset, preset.architecture, recipe, progress),
+        reporter,
+    )
 
 
 def sparse_original(
     dense: CachedModel, preset: Preset, dataset: Dataset, options: BenchOptions, reporter: Reporter
 ) -> CachedModel:
-    from unlearning.pruning import prune_and_retrain, sparsity_of
+    from unlearning.pruning import prune_and_retrain
 
     assert options.sparsity is not None
     recipe = preset.recipe_for(options.seed)
@@ -192,19 +188,30 @@ def sparse_original(
         recipe=recipe.model_dump(),
         train_ids=ids_digest(dataset.train.sample_ids),
     )
+    sparsity = options.sparsity
+    return _cached_or_made(
+        path,
+        f"sparse original ({sparsity:.0%})",
+        f"pruning to {sparsity:.0%} sparsity and retraining the mask",
+        lambda progress: prune_and_retrain(dense.model, dataset.train, sparsity, recipe, progress=progress),
+        reporter,
+    )
+
+
+def _cached_or_made(
+    path: Path, label: str, task: str, make: Callable[[Progress], Classifier], reporter: Reporter
+) -> CachedModel:
+    """The model cached at `path`, or `make` it (timed, with a progress bar) and cache it."""
     cached = load_cached(path)
     if cached is not None:
-        reporter.log(f"sparse original ({options.sparsity:.0%}): cached at {path}")
+        reporter.log(f"{label}: cached at {path} (made in {cached.seconds:.1f} s)")
         return cached
-    with reporter.task(f"pruning to {options.sparsity:.0%} sparsity and retraining the mask") as progress:
+    with reporter.task(task) as progress:
         start = time.perf_counter()
-        model = prune_and_retrain(dense.model, dataset.train, options.sparsity, recipe, progress=progress)
+        model = make(progress)
         seconds = time.perf_counter() - start
     store(model, seconds, path)
-    reporter.log(
-        f"sparse original: {sparsity_of(model):.1%} of prunable weights zero, made in {seconds:.1f} s, "
-        f"cached at {path}"
-    )
+    reporter.log(f"{label}: made in {seconds:.1f} s, cached at {path}")
     return CachedModel(model.cpu().eval(), seconds, path)
 
 
