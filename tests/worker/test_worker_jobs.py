@@ -254,3 +254,49 @@ def test_failures_requeue_then_fail_after_max_attempts(settings: Any, seeded_mod
         process_model_now(seeded_model.model_id, settings=settings, runner=flaky, enqueue_task=recorder) == []
     )
     assert attempts == [1, 2, 3]
+
+
+TINY_PEERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "multigan": (
+        "multigan",
+        {
+            "gan": {"steps": 3, "latent_dim": 8, "batch_size": 16},
+            "finetune_epochs": 1,
+            "retain_fraction": 0.5,
+        },
+    ),
+    "condensation": (
+        "condensation",
+        {
+            "condense": {"steps": 3, "cache": False},
+            "beginning_epochs": 1,
+            "intermediate_epochs": 1,
+            "final_epochs": 1,
+        },
+    ),
+    "dau-condensed": ("dau", {**FAST_DAU, "retain_source": "condensed", "condense": {"steps": 3}}),
+}
+
+
+@pytest.mark.parametrize("row", sorted(TINY_PEERS))
+def test_the_further_methods_run_through_the_worker(
+    settings: Any, seeded_model: SeededModel, row: str
+) -> None:
+    """Issue 7: multigan, condensation and DAU on the condensed retain set are selectable per request."""
+    from models.checkpoint import load_checkpoint
+
+    method, params = TINY_PEERS[row]
+    url = settings.database_url
+    request_id = add_request(
+        url, seeded_model.model_id, seeded_model.train_ids[:10], method=method, params=params
+    )
+    outcomes = process_model_now(seeded_model.model_id, settings=settings, enqueue_task=Recorder())
+    assert [outcome.outcome for outcome in outcomes] == ["succeeded"], outcomes
+    row_ = request_row(url, request_id)
+    assert row_.status == RequestStatus.succeeded
+    with session_scope(url) as session:
+        version = session.get(ModelVersion, row_.result_version_id)
+        assert version is not None and version.forgotten_count == 10
+        report = session.execute(select(AuditReport).where(AuditReport.request_id == request_id)).scalar_one()
+        assert {"UA", "RA", "TA", "MIA"} <= set(report.report["after"])
+    assert load_checkpoint(version.checkpoint_uri).metadata["method"] == method

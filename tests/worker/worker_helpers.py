@@ -56,6 +56,7 @@ def add_request(
     *,
     forget_class: int | None = None,
     params: dict[str, Any] | None = None,
+    method: str = "dau",
     age_s: float = 0.0,
 ) -> str:
     """A queued deletion request as the API would store it (received `age_s` seconds ago)."""
@@ -72,8 +73,8 @@ def add_request(
             kind=RequestKind.class_ if forget_class is not None else RequestKind.samples,
             sample_ids=sample_ids,
             forget_class=forget_class,
-            method="dau",
-            params=dict(FAST_DAU if params is None else params),
+            method=method,
+            params=dict(FAST_DAU if params is None and method == "dau" else params or {}),
             status=RequestStatus.queued,
             received_at=received,
             due_at=received + timedelta(days=30),
