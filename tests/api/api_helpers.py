@@ -6,6 +6,16 @@ from typing import Any
 
 from sqlalchemy import text
 
+DIGITS_SPEC: dict[str, Any] = {
+    "architecture": "mlp",
+    "num_classes": 10,
+    "in_channels": 1,
+    "image_size": 8,
+    "mean": [0.3],
+    "std": [0.4],
+}
+"""The spec of the digits MLP the upload tests build and corrupt."""
+
 
 def count_rows(url: str, table: str) -> int:
     from app.db.session import session_scope

@@ -17,18 +17,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from api_helpers import assert_problem
+from api_helpers import DIGITS_SPEC, assert_problem
 from safetensors.numpy import save_file
 from sqlalchemy import inspect, select, text
 
-DIGITS_SPEC = {
-    "architecture": "mlp",
-    "num_classes": 10,
-    "in_channels": 1,
-    "image_size": 8,
-    "mean": [0.3],
-    "std": [0.4],
-}
 REUSED_KEY = "reused-key-1"
 
 

@@ -7,17 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from api_helpers import assert_problem, count_rows
+from api_helpers import DIGITS_SPEC, assert_problem, count_rows
 from safetensors.numpy import save_file
-
-DIGITS_SPEC = {
-    "architecture": "mlp",
-    "num_classes": 10,
-    "in_channels": 1,
-    "image_size": 8,
-    "mean": [0.3],
-    "std": [0.4],
-}
 
 
 def artifact_files(settings) -> list[str]:
