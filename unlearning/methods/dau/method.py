@@ -185,7 +185,8 @@ class _Game:
             lambda step: max(0.0, 1 - step / config.iterations) if config.lr_decay else 1.0,
         )
         self.trainable = trainable
-        self.max_grad_norm = 0.0
+        self.max_grad_norm = torch.zeros((), device=device)
+        """Largest defender gradient norm before clipping, kept on the device (no sync per iteration)."""
         self.attacker_optimiser = torch.optim.AdamW(
             self.attacker.parameters(), lr=config.attacker_lr, weight_decay=config.attacker_weight_decay
         )
@@ -254,7 +255,7 @@ class _Game:
             "seconds": self.clock.rounded(),
             "device": str(self.device),
             "retain_probe_accuracy_start": round(start_retain_accuracy, 2),
-            "max_defender_grad_norm": round(self.max_grad_norm, 3),
+            "max_defender_grad_norm": round(float(self.max_grad_norm), 3),
             "alpha_off_at": alpha_off_at,
             "attacker_accuracy": {
                 "after_warmup": round(trace[0].attacker_accuracy, 4),
@@ -324,7 +325,7 @@ class _Game:
         loss.backward()
         self.defender.mask_gradients()
         norm = torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm or float("inf"))
-        self.max_grad_norm = max(self.max_grad_norm, float(norm))
+        self.max_grad_norm = torch.maximum(self.max_grad_norm, norm.detach())
         optimiser_step(self.defender_optimiser, self.defender)
         self.defender_schedule.step()
 
