@@ -4,7 +4,8 @@ Importing this package loads no method (and no torch): `get_method(name)` import
 module on first use, and params are validated against its torch-free config module.
 
 Add a method: a torch-free `MethodConfig` subclass, a module with a class with `name`, `Config` and `run`
-that calls `register(...)` once, and a row in `base.BUILTIN_METHODS`.
+that calls `register(...)` once, and a row in `base.BUILTIN_METHODS`. Subclassing `common.Method` gives
+the class its `run`: it then implements `unlearn(job)`, the algorithm alone.
 """
 
 from unlearning.methods.base import (

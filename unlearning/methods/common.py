@@ -1,5 +1,6 @@
 """Machinery the unlearning methods share beyond `unlearning.training` (device, AMP, batches, augment):
-working copies, cancellation, per-stage clocks, endless index batches, mask-keeping optimiser steps.
+the `Method` base class that implements the protocol's `run` once (a `Job` per call), working copies,
+cancellation, per-stage clocks, endless index batches, mask-keeping optimiser steps.
 
 Methods read as their papers' equations because the loop plumbing lives here and in `training`, once.
 """
@@ -10,16 +11,21 @@ import contextlib
 import copy
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import Tensor
 
-from unlearning.training import epoch_batches, memory_format_for, to_float
-from unlearning.types import Cancelled, ShouldStop
+from unlearning.methods.base import MethodConfig
+from unlearning.training import epoch_batches, memory_format_for, pick_device, to_float
+from unlearning.types import Cancelled, Progress, ShouldStop
 
 if TYPE_CHECKING:
     from models.base import Classifier
+    from unlearning.data import UnlearningSplits
+
+ConfigT = TypeVar("ConfigT", bound=MethodConfig)
 
 
 def working_copy(model: Classifier, device: torch.device) -> Classifier:
@@ -79,3 +85,44 @@ class StageClock:
 
     def rounded(self) -> dict[str, float]:
         return {name: round(value, 3) for name, value in self.seconds.items()}
+
+
+@dataclass(frozen=True)
+class Job(Generic[ConfigT]):
+    """One call of a method's `run`: the caller's arguments, the device it runs on and its stage clock."""
+
+    model: Classifier
+    """The caller's model: read it, never modify it (train a `working_copy()`)."""
+    splits: UnlearningSplits
+    config: ConfigT
+    progress: Progress
+    should_stop: ShouldStop
+    device: torch.device = field(default_factory=pick_device)
+    clock: StageClock = field(default_factory=StageClock)
+
+    def working_copy(self) -> Classifier:
+        return working_copy(self.model, self.device)
+
+    def progress_span(self, start: float, share: float, stage: str | None = None) -> Progress:
+        """Progress for a part of the run: its fraction (0..1) maps onto `share` of the bar from `start`,
+        reported under `stage` (default: the part's own stage names)."""
+        return lambda fraction, own_stage: self.progress(start + share * fraction, stage or own_stage)
+
+
+class Method(Generic[ConfigT]):
+    """An `UnlearningMethod` whose `run` is written once, here: a subclass sets `name` and `Config` and
+    implements `unlearn(job)`, the algorithm itself. `unlearn` returns the unlearned model (any device or
+    mode; `run` hands it back `finish`ed) and the JSON-able info dict."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]]
+
+    def run(
+        self, model: Classifier, splits: UnlearningSplits, config: ConfigT,
+        progress: Progress, should_stop: ShouldStop,
+    ) -> tuple[Classifier, dict[str, Any]]:
+        unlearned, info = self.unlearn(Job(model, splits, config, progress, should_stop))
+        return finish(unlearned), info
+
+    def unlearn(self, job: Job[ConfigT]) -> tuple[Classifier, dict[str, Any]]:
+        raise NotImplementedError

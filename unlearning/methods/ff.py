@@ -17,24 +17,20 @@ as 1 / sqrt(n), and the cost is one backward pass per sample and class).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from unlearning.methods.base import MethodConfig, register
-from unlearning.methods.second_order import (
-    Params,
-    in_chunks,
-    one_shot_update,
-    per_sample_gradients,
-    sample_rows,
-)
+from unlearning.methods.base import register
+from unlearning.methods.common import Job
+from unlearning.methods.second_order import OneShotMethod, in_chunks, per_sample_gradients, sample_rows
 from unlearning.methods.second_order_config import FfConfig
 from unlearning.types import Progress, ShouldStop
 
 if TYPE_CHECKING:
     from models.base import Classifier
-    from unlearning.data import ImageSet, UnlearningSplits
+    from unlearning.data import ImageSet
+    from unlearning.methods.second_order import Params
 
 FISHER_EPS = 1e-8
 
@@ -77,35 +73,28 @@ def noise_variances(fisher: Params, masks: dict[str, torch.Tensor], cap: float) 
     }
 
 
-class FisherForgetting:
-    name: ClassVar[str] = "ff"
-    Config: ClassVar[type[MethodConfig]] = FfConfig
+class FisherForgetting(OneShotMethod[FfConfig]):
+    name = "ff"
+    Config = FfConfig
 
-    def run(
-        self,
-        model: Classifier,
-        splits: UnlearningSplits,
-        config: FfConfig,
-        progress: Progress,
-        should_stop: ShouldStop,
-    ) -> tuple[Classifier, dict[str, Any]]:
-        def fisher_noise(unlearned: Classifier) -> tuple[Params, dict[str, Any]]:
-            retain = splits.retain
-            rows = sample_rows(len(retain), config.fisher_samples, torch.Generator().manual_seed(config.seed))
-            fisher = diagonal_fisher(
-                unlearned, retain.subset(rows), splits.num_classes, config, should_stop, progress
-            )
-            variances = noise_variances(fisher, unlearned.masks, config.variance_cap)
-            noise = torch.Generator().manual_seed(config.seed + 2)
-            device = next(unlearned.parameters()).device
-            direction = {
-                name: value.sqrt() * torch.randn(value.shape, generator=noise).to(device)
-                for name, value in variances.items()
-            }
-            return direction, {"fisher_samples": len(rows)}
+    def direction(self, model: Classifier, job: Job[FfConfig]) -> tuple[Params, dict[str, Any]]:
+        """sqrt(v) * eps, with F estimated on a seeded sample of the retain set."""
+        config, retain = job.config, job.splits.retain
+        rows = sample_rows(len(retain), config.fisher_samples, torch.Generator().manual_seed(config.seed))
+        fisher = diagonal_fisher(
+            model, retain.subset(rows), job.splits.num_classes, config, job.should_stop, job.progress
+        )
+        variances = noise_variances(fisher, model.masks, config.variance_cap)
+        noise = torch.Generator().manual_seed(config.seed + 2)
+        direction = {
+            name: value.sqrt() * torch.randn(value.shape, generator=noise).to(job.device)
+            for name, value in variances.items()
+        }
+        return direction, {"fisher_samples": len(rows)}
 
-        unlearned, info = one_shot_update(model, splits, config, fisher_noise, progress, should_stop)
-        return unlearned, {"alpha": info["step"]["scale"] ** 2, **info}
+    def step_info(self, scale: float) -> dict[str, float]:
+        """theta + scale * sqrt(v) * eps is theta + sqrt(alpha * v) * eps."""
+        return {"alpha": scale**2}
 
 
 register(FisherForgetting())

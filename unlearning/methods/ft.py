@@ -11,7 +11,8 @@ reference's (10 epochs, lr 0.01, momentum 0.9, weight decay 5e-4) with the proje
 `SgdRun` is the loop GA, l1-sparse, SalUn and SCRUB reuse: a working copy in train mode, one SGD
 optimiser, seeded shuffled passes over image sets (crop + flip when the base recipe would), bf16
 autocast on CUDA, progress and cancellation every step, pruning masks re-applied after every step, and
-optionally weights frozen element-wise (SalUn's saliency mask).
+optionally weights frozen element-wise (SalUn's saliency mask). `SgdMethod` is the method built on it
+that FT, GA, l1-sparse and SalUn are: `epochs` passes over one image set minimising one loss.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from unlearning.methods.base import MethodConfig, register
-from unlearning.methods.common import batch_to, finish, optimiser_step, raise_if_stopped, working_copy
+from unlearning.methods.base import register
+from unlearning.methods.common import Job, Method, batch_to, optimiser_step, raise_if_stopped
 from unlearning.methods.sgd_config import FtConfig, SgdConfig
 from unlearning.training import (
     AUGMENT_MIN_SIZE,
@@ -35,38 +36,30 @@ from unlearning.training import (
     epoch_batches,
     memory_format_for,
     needs_grad_scaler,
-    pick_device,
     seeded_generator,
 )
-from unlearning.types import Progress, ShouldStop
 
 if TYPE_CHECKING:
     from models.base import Classifier
-    from unlearning.data import ImageSet, UnlearningSplits
+    from unlearning.data import ImageSet
+
+SgdConfigT = TypeVar("SgdConfigT", bound=SgdConfig)
 
 
 def steps_per_pass(count: int, batch_size: int) -> int:
     return -(-count // batch_size)
 
 
-class SgdRun:
-    """A working copy of `model` trained by SGD over passes of image sets; `result()` hands it back.
+class SgdRun(Generic[SgdConfigT]):
+    """A working copy of the job's model trained by SGD over passes of image sets; `result()` hands it back.
 
     `freeze(keep)` pins entries to their current values (see there).
     """
 
-    def __init__(
-        self,
-        model: Classifier,
-        config: SgdConfig,
-        *,
-        total_steps: int,
-        progress: Progress,
-        should_stop: ShouldStop,
-    ) -> None:
-        self.config = config
-        self.device = pick_device()
-        self.model = working_copy(model, self.device).train()
+    def __init__(self, job: Job[SgdConfigT], *, total_steps: int) -> None:
+        config = self.config = job.config
+        self.device = job.device
+        self.model = job.working_copy().train()
         self.model.requires_grad_(True)
         self.memory_format = memory_format_for(self.model, self.device)
         self.generator = seeded_generator(config.seed)
@@ -76,8 +69,8 @@ class SgdRun:
         self.amp = config.amp and self.device.type == "cuda" and not needs_grad_scaler(self.device)
         self.total_steps = max(1, total_steps)
         self.steps = 0
-        self.progress = progress
-        self.should_stop = should_stop
+        self.progress = job.progress
+        self.should_stop = job.should_stop
         self.started = time.perf_counter()
         self.frozen: dict[str, tuple[Tensor, Tensor]] = {}
 
@@ -90,12 +83,9 @@ class SgdRun:
         }
 
     @classmethod
-    def over(
-        cls, model: Classifier, config: SgdConfig, data: ImageSet, progress: Progress, should_stop: ShouldStop
-    ) -> SgdRun:
+    def over(cls, job: Job[SgdConfigT], data: ImageSet) -> SgdRun[SgdConfigT]:
         """A run whose budget is `config.epochs` passes over `data` (see `epochs`)."""
-        total_steps = config.epochs * steps_per_pass(len(data), config.batch_size)
-        return cls(model, config, total_steps=total_steps, progress=progress, should_stop=should_stop)
+        return cls(job, total_steps=job.config.epochs * steps_per_pass(len(data), job.config.batch_size))
 
     def epochs(self, data: ImageSet, stage: str) -> Iterator[tuple[Tensor, Tensor]]:
         """`config.epochs` shuffled passes over `data`, batch after batch."""
@@ -104,6 +94,11 @@ class SgdRun:
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
         return autocast(self.device) if self.amp else contextlib.nullcontext()
+
+    def logits(self, x: Tensor) -> Tensor:
+        """The model's float32 logits on `x` (the forward under autocast when AMP is on)."""
+        with self.autocast():
+            return self.model(x).float()
 
     def passes(
         self, data: ImageSet, stage: str, *, batch_size: int | None = None
@@ -142,28 +137,44 @@ class SgdRun:
             "seconds": {"train": round(time.perf_counter() - self.started, 3)},
             **info,
         }
-        return finish(self.model), summary
+        return self.model, summary
 
 
-class FineTune:
-    name: ClassVar[str] = "ft"
-    Config: ClassVar[type[MethodConfig]] = FtConfig
+class SgdMethod(Method[SgdConfigT]):
+    """`config.epochs` SGD passes over one image set, one `loss` per batch (stage `stage` throughout).
 
-    def run(
-        self,
-        model: Classifier,
-        splits: UnlearningSplits,
-        config: FtConfig,
-        progress: Progress,
-        should_stop: ShouldStop,
-    ) -> tuple[Classifier, dict[str, Any]]:
-        retain = splits.retain
-        run = SgdRun.over(model, config, retain, progress, should_stop)
-        for x_r, y_r in run.epochs(retain, "fine-tune"):
-            with run.autocast():
-                loss = F.cross_entropy(run.model(x_r).float(), y_r)
-            run.update(loss, "fine-tune")
-        return run.result(epochs=config.epochs, train_samples=len(retain))
+    A subclass writes the loss; it may train on another set than D_r (`training_set`) and set the run
+    up before its first step (`prepare`, which returns extra entries for `info`)."""
+
+    stage: ClassVar[str]
+
+    def unlearn(self, job: Job[SgdConfigT]) -> tuple[Classifier, dict[str, Any]]:
+        data = self.training_set(job)
+        run = SgdRun.over(job, data)
+        extra_info = self.prepare(run, job)
+        for x, y in run.epochs(data, self.stage):
+            run.update(self.loss(run, x, y), self.stage)
+        return run.result(epochs=job.config.epochs, train_samples=len(data), **extra_info)
+
+    def training_set(self, job: Job[SgdConfigT]) -> ImageSet:
+        return job.splits.retain
+
+    def loss(self, run: SgdRun[SgdConfigT], x: Tensor, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def prepare(self, run: SgdRun[SgdConfigT], job: Job[SgdConfigT]) -> dict[str, Any]:
+        return {}
+
+
+class FineTune(SgdMethod[FtConfig]):
+    """min_theta CE(theta; D_r)."""
+
+    name = "ft"
+    Config = FtConfig
+    stage = "fine-tune"
+
+    def loss(self, run: SgdRun[FtConfig], x_r: Tensor, y_r: Tensor) -> Tensor:
+        return F.cross_entropy(run.logits(x_r), y_r)
 
 
 register(FineTune())

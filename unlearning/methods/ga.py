@@ -10,39 +10,32 @@ budget is small: the reference's 5 epochs at lr 1e-4.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING
 
 import torch.nn.functional as F
+from torch import Tensor
 
-from unlearning.methods.base import MethodConfig, register
-from unlearning.methods.ft import SgdRun
+from unlearning.methods.base import register
+from unlearning.methods.common import Job
+from unlearning.methods.ft import SgdMethod, SgdRun
 from unlearning.methods.sgd_config import GaConfig
-from unlearning.types import Progress, ShouldStop
 
 if TYPE_CHECKING:
-    from models.base import Classifier
-    from unlearning.data import UnlearningSplits
+    from unlearning.data import ImageSet
 
 
-class GradientAscent:
-    name: ClassVar[str] = "ga"
-    Config: ClassVar[type[MethodConfig]] = GaConfig
+class GradientAscent(SgdMethod[GaConfig]):
+    """min_theta -CE(theta; D_f)."""
 
-    def run(
-        self,
-        model: Classifier,
-        splits: UnlearningSplits,
-        config: GaConfig,
-        progress: Progress,
-        should_stop: ShouldStop,
-    ) -> tuple[Classifier, dict[str, Any]]:
-        forget = splits.forget
-        run = SgdRun.over(model, config, forget, progress, should_stop)
-        for x_f, y_f in run.epochs(forget, "ascent"):
-            with run.autocast():
-                loss = -F.cross_entropy(run.model(x_f).float(), y_f)
-            run.update(loss, "ascent")
-        return run.result(epochs=config.epochs, train_samples=len(forget))
+    name = "ga"
+    Config = GaConfig
+    stage = "ascent"
+
+    def training_set(self, job: Job[GaConfig]) -> ImageSet:
+        return job.splits.forget
+
+    def loss(self, run: SgdRun[GaConfig], x_f: Tensor, y_f: Tensor) -> Tensor:
+        return -F.cross_entropy(run.logits(x_f), y_f)
 
 
 register(GradientAscent())

@@ -20,26 +20,22 @@ accuracy), reported in `info`. G is kept in memory (N x P floats), so N is also 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from unlearning.methods.base import MethodConfig, register
-from unlearning.methods.second_order import (
-    Params,
-    in_chunks,
-    one_shot_update,
-    per_sample_gradients,
-    sample_rows,
-)
+from unlearning.methods.base import register
+from unlearning.methods.common import Job
+from unlearning.methods.second_order import OneShotMethod, in_chunks, per_sample_gradients, sample_rows
 from unlearning.methods.second_order_config import IuConfig
 from unlearning.types import Progress, ShouldStop
 
 if TYPE_CHECKING:
     from models.base import Classifier
     from unlearning.data import ImageSet, UnlearningSplits
+    from unlearning.methods.second_order import Params
 
 BYTES_PER_GIB = 2**30
 
@@ -116,23 +112,16 @@ def influence_direction(
     return unflat(direction, params), {"retain_samples": len(retain_sample), "memory_cap_samples": memory_cap}
 
 
-class InfluenceUnlearning:
-    name: ClassVar[str] = "iu"
-    Config: ClassVar[type[MethodConfig]] = IuConfig
+class InfluenceUnlearning(OneShotMethod[IuConfig]):
+    name = "iu"
+    Config = IuConfig
 
-    def run(
-        self,
-        model: Classifier,
-        splits: UnlearningSplits,
-        config: IuConfig,
-        progress: Progress,
-        should_stop: ShouldStop,
-    ) -> tuple[Classifier, dict[str, Any]]:
-        def direction_of(unlearned: Classifier) -> tuple[Params, dict[str, Any]]:
-            return influence_direction(unlearned, splits, config, should_stop, progress)
+    def direction(self, model: Classifier, job: Job[IuConfig]) -> tuple[Params, dict[str, Any]]:
+        return influence_direction(model, job.splits, job.config, job.should_stop, job.progress)
 
-        unlearned, info = one_shot_update(model, splits, config, direction_of, progress, should_stop)
-        return unlearned, {"eta": info["step"]["scale"], **info}
+    def step_info(self, scale: float) -> dict[str, float]:
+        """theta + scale * F^-1 v is theta + eta * F^-1 v."""
+        return {"eta": scale}
 
 
 register(InfluenceUnlearning())

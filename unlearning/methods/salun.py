@@ -14,22 +14,22 @@ Defaults: 10 epochs at lr 0.013 and gamma = 0.5 (the reference's CIFAR-10 settin
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from unlearning.data import ImageSet
-from unlearning.methods.base import MethodConfig, register
-from unlearning.methods.common import batch_to, raise_if_stopped
-from unlearning.methods.ft import SgdRun
+from unlearning.methods.base import register
+from unlearning.methods.common import Job, batch_to, raise_if_stopped
+from unlearning.methods.ft import SgdMethod, SgdRun
 from unlearning.methods.sgd_config import SalunConfig
 from unlearning.training import memory_format_for
-from unlearning.types import Progress, ShouldStop
+from unlearning.types import ShouldStop
 
 if TYPE_CHECKING:
     from models.base import Classifier
-    from unlearning.data import UnlearningSplits
 
 
 def saliency_mask(
@@ -67,36 +67,30 @@ def random_other_labels(labels: torch.Tensor, num_classes: int, generator: torch
     return (labels + shift) % num_classes
 
 
-class Salun:
-    name: ClassVar[str] = "salun"
-    Config: ClassVar[type[MethodConfig]] = SalunConfig
+class Salun(SgdMethod[SalunConfig]):
+    """min_theta CE(theta; D_f, y') + CE(theta; D_r), updating only theta * m_S."""
 
-    def run(
-        self,
-        model: Classifier,
-        splits: UnlearningSplits,
-        config: SalunConfig,
-        progress: Progress,
-        should_stop: ShouldStop,
-    ) -> tuple[Classifier, dict[str, Any]]:
-        forget = splits.forget
-        relabelled = ImageSet(
-            forget.images,
-            random_other_labels(
-                forget.labels, splits.num_classes, torch.Generator().manual_seed(config.seed)
-            ),
-            forget.sample_ids,
+    name = "salun"
+    Config = SalunConfig
+    stage = "random-label"
+
+    def training_set(self, job: Job[SalunConfig]) -> ImageSet:
+        """D_f' u D_r: the forget set under y', then the retain set."""
+        forget = job.splits.forget
+        y_prime = random_other_labels(
+            forget.labels, job.splits.num_classes, torch.Generator().manual_seed(job.config.seed)
         )
-        union = relabelled.concat(splits.retain)
-        run = SgdRun.over(model, config, union, progress, should_stop)
-        salient = saliency_mask(run.model, forget, config.saliency, config.batch_size, should_stop)
+        return ImageSet(forget.images, y_prime, forget.sample_ids).concat(job.splits.retain)
+
+    def prepare(self, run: SgdRun[SalunConfig], job: Job[SalunConfig]) -> dict[str, Any]:
+        """m_S at the original weights; everything outside it is frozen."""
+        config, forget = job.config, job.splits.forget
+        salient = saliency_mask(run.model, forget, config.saliency, config.batch_size, job.should_stop)
         run.freeze({name: ~mask for name, mask in salient.items()})
-        for x, y in run.epochs(union, "random-label"):
-            with run.autocast():
-                loss = F.cross_entropy(run.model(x).float(), y)
-            run.update(loss, "random-label")
-        salient_count = sum(int(mask.sum()) for mask in salient.values())
-        return run.result(epochs=config.epochs, train_samples=len(union), salient_weights=salient_count)
+        return {"salient_weights": sum(int(mask.sum()) for mask in salient.values())}
+
+    def loss(self, run: SgdRun[SalunConfig], x: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(run.logits(x), y)
 
 
 register(Salun())

@@ -14,21 +14,19 @@ lr 5e-4, tau 4, alpha 0.001, gamma 0.99, retain batch 128, forget batch 32.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from unlearning.methods.base import MethodConfig, register
-from unlearning.methods.common import working_copy
+from unlearning.methods.base import register
+from unlearning.methods.common import Job, Method
 from unlearning.methods.ft import SgdRun, steps_per_pass
 from unlearning.methods.sgd_config import ScrubConfig
-from unlearning.types import Progress, ShouldStop
 
 if TYPE_CHECKING:
     from models.base import Classifier
-    from unlearning.data import UnlearningSplits
 
 
 def distillation_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -38,23 +36,16 @@ def distillation_kl(student_logits: Tensor, teacher_logits: Tensor, temperature:
     return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature**2
 
 
-class Scrub:
-    name: ClassVar[str] = "scrub"
-    Config: ClassVar[type[MethodConfig]] = ScrubConfig
+class Scrub(Method[ScrubConfig]):
+    name = "scrub"
+    Config = ScrubConfig
 
-    def run(
-        self,
-        model: Classifier,
-        splits: UnlearningSplits,
-        config: ScrubConfig,
-        progress: Progress,
-        should_stop: ShouldStop,
-    ) -> tuple[Classifier, dict[str, Any]]:
-        forget, retain = splits.forget, splits.retain
+    def unlearn(self, job: Job[ScrubConfig]) -> tuple[Classifier, dict[str, Any]]:
+        config, forget, retain = job.config, job.splits.forget, job.splits.retain
         total_steps = config.max_epochs * steps_per_pass(len(forget), config.forget_batch_size)
         total_steps += config.epochs * steps_per_pass(len(retain), config.batch_size)
-        student = SgdRun(model, config, total_steps=total_steps, progress=progress, should_stop=should_stop)
-        teacher = working_copy(model, student.device).eval()
+        student = SgdRun(job, total_steps=total_steps)
+        teacher = job.working_copy().eval()
         teacher.requires_grad_(False)
 
         def teacher_logits(x: Tensor) -> Tensor:

@@ -16,59 +16,58 @@ chosen rho, the equivalent paper-style scale and the probe trace.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
-from unlearning.methods.common import batch_to, finish, raise_if_stopped, working_copy
+from unlearning.methods.common import Job, Method, batch_to, raise_if_stopped
 from unlearning.methods.second_order_config import PerturbationConfig
-from unlearning.training import accuracy, memory_format_for, pick_device
+from unlearning.training import accuracy, memory_format_for, seeded_generator
 from unlearning.types import Progress, ShouldStop
 
 if TYPE_CHECKING:
     from models.base import Classifier
-    from unlearning.data import ImageSet, UnlearningSplits
+    from unlearning.data import ImageSet
 
 RHO_GRID = tuple(1e-4 * 2**k for k in range(15))
 """Relative sizes ||Delta|| / ||theta|| tried, smallest first (1e-4 .. 1.64)."""
 
 
 Params = dict[str, Tensor]
-DirectionOf = Callable[["Classifier"], tuple[Params, dict[str, Any]]]
-"""Given the working copy (eval mode, on the device): the direction d and what to report about it."""
+PerturbationConfigT = TypeVar("PerturbationConfigT", bound=PerturbationConfig)
 
 
-def one_shot_update(
-    model: Classifier,
-    splits: UnlearningSplits,
-    config: PerturbationConfig,
-    direction_of: DirectionOf,
-    progress: Progress,
-    should_stop: ShouldStop,
-) -> tuple[Classifier, dict[str, Any]]:
-    """A one-shot method end to end: d from `direction_of`, then theta + Delta(rho) by the rule."""
-    start = time.perf_counter()
-    device = pick_device()
-    unlearned = working_copy(model, device).eval()
-    direction, info = direction_of(unlearned)
-    direction_seconds = time.perf_counter() - start
-    probe_rows = sample_rows(
-        len(splits.retain), config.probe_size, torch.Generator().manual_seed(config.seed + 1)
-    )
-    step = largest_safe_step(
-        unlearned, direction, splits.retain.subset(probe_rows), config.max_retain_drop, should_stop, progress
-    )
-    progress(1.0, "done")
-    seconds = {
-        "direction": round(direction_seconds, 3),
-        "step_search": round(time.perf_counter() - start - direction_seconds, 3),
-    }
-    return finish(unlearned), {**info, "step": step, "device": str(device), "seconds": seconds}
+class OneShotMethod(Method[PerturbationConfigT]):
+    """A one-shot method end to end: d from `direction`, then theta + Delta(rho) by the rule.
+
+    A subclass computes d (`direction`) and says what the chosen step means in its paper (`step_info`)."""
+
+    def unlearn(self, job: Job[PerturbationConfigT]) -> tuple[Classifier, dict[str, Any]]:
+        config, retain = job.config, job.splits.retain
+        with job.clock.stage("direction"):
+            unlearned = job.working_copy().eval()
+            direction, info = self.direction(unlearned, job)
+        with job.clock.stage("step_search"):
+            probe_rows = sample_rows(len(retain), config.probe_size, seeded_generator(config.seed + 1))
+            probe = retain.subset(probe_rows)
+            step = largest_safe_step(
+                unlearned, direction, probe, config.max_retain_drop, job.should_stop, job.progress
+            )
+            job.progress(1.0, "done")
+        info = {**info, "step": step, "device": str(job.device), "seconds": job.clock.rounded()}
+        return unlearned, {**self.step_info(step["scale"]), **info}
+
+    def direction(self, model: Classifier, job: Job[PerturbationConfigT]) -> tuple[Params, dict[str, Any]]:
+        """d for the working copy `model` (eval mode, on the device), and what to report about it."""
+        raise NotImplementedError
+
+    def step_info(self, scale: float) -> dict[str, float]:
+        """The chosen step, scale = ||Delta|| / ||d||, in the paper's own terms."""
+        raise NotImplementedError
 
 
 def per_sample_gradients(model: Classifier, images: Tensor, targets: Tensor) -> Params:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ from torch import Tensor
 
 from unlearning.data import ImageSet
 from unlearning.data.cache import cache_dir, cache_key, cached_arrays
-from unlearning.methods.common import batch_to, raise_if_stopped, working_copy
+from unlearning.methods.common import Job, batch_to, raise_if_stopped, working_copy
 from unlearning.methods.condensation.config import CondenseSettings
 from unlearning.training import memory_format_for, pick_device, to_float
 from unlearning.types import Progress, ShouldStop, never_stop, no_progress
@@ -264,6 +264,14 @@ class ReducedRetain:
         condensed = sum(sample_id.startswith(CONDENSED_PREFIX) for sample_id in self.images.sample_ids)
         return {"real": len(self.images) - condensed, "condensed": condensed, "of_retain": retain_size}
 
+    def info(self, retain_size: int) -> dict[str, Any]:
+        """What a method's `info` says about it."""
+        return {
+            "condensed_cache_hit": self.cache_hit,
+            "subclasses": self.subclasses,
+            "reduced_retain": self.counts(retain_size),
+        }
+
 
 def reduce_retain(
     model: Classifier,
@@ -280,6 +288,15 @@ def reduce_retain(
         device=device, progress=progress, should_stop=should_stop,
     )
     return ReducedRetain(reduced_retain_set(condensed, splits), len(condensed.images), cache_hit)
+
+
+def reduce_retain_in(job: Job[Any], settings: CondenseSettings, share: float) -> ReducedRetain:
+    """`reduce_retain` as the `condense` stage of a method's run, on the first `share` of its progress bar."""
+    with job.clock.stage("condense"):
+        return reduce_retain(
+            job.model, job.splits, settings, device=job.device, should_stop=job.should_stop,
+            progress=job.progress_span(0.0, share),
+        )
 
 
 def condensed_retain_set(

@@ -26,15 +26,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from unlearning.methods.base import register
-from unlearning.methods.common import StageClock, finish, working_copy
-from unlearning.methods.condensation.condense import reduce_retain
+from unlearning.methods.common import Job, Method
+from unlearning.methods.condensation.condense import reduce_retain_in
 from unlearning.methods.condensation.config import CondensationConfig
-from unlearning.training import TrainRecipe, pick_device, train_model
-from unlearning.types import Progress, ShouldStop
+from unlearning.training import TrainRecipe, train_model
 
 if TYPE_CHECKING:
     from models.base import Classifier
-    from unlearning.data import UnlearningSplits
 
 CONDENSE_SHARE = 0.5
 """Share of the progress bar for condensation when the cache misses."""
@@ -62,32 +60,15 @@ def reinitialise_head(model: Classifier, seed: int) -> None:
         model.head.reset_parameters()
 
 
-def phase_progress(progress: Progress, stage: str, start: float, share: float) -> Progress:
-    """A phase's progress (0..1) mapped onto its `share` of the whole bar from `start`."""
-    return lambda fraction, _: progress(start + share * fraction, stage)
-
-
-class Condensation:
+class Condensation(Method[CondensationConfig]):
     name = "condensation"
     Config = CondensationConfig
 
-    def run(
-        self,
-        model: Classifier,
-        splits: UnlearningSplits,
-        config: CondensationConfig,
-        progress: Progress,
-        should_stop: ShouldStop,
-    ) -> tuple[Classifier, dict[str, Any]]:
-        device = pick_device()
-        clock = StageClock()
-        with clock.stage("condense"):
-            reduction = reduce_retain(
-                model, splits, config.condense, device=device, should_stop=should_stop,
-                progress=lambda fraction, stage: progress(CONDENSE_SHARE * fraction, stage),
-            )
+    def unlearn(self, job: Job[CondensationConfig]) -> tuple[Classifier, dict[str, Any]]:
+        config = job.config
+        reduction = reduce_retain_in(job, config.condense, CONDENSE_SHARE)
         reduced = reduction.images
-        student = working_copy(model, device)
+        student = job.working_copy()
         modules = module_of(student, config.beginning_fraction)
         phases = [
             ("beginning", config.beginning_epochs, {"beginning"}),
@@ -110,21 +91,19 @@ class Condensation:
                 augment=config.augment,
                 seed=config.seed,
             )
-            with clock.stage(stage):
+            with job.clock.stage(stage):
                 student = train_model(
-                    student, reduced, recipe, device=device, should_stop=should_stop,
-                    progress=phase_progress(progress, stage, done, per_epoch * epochs),
+                    student, reduced, recipe, device=job.device, should_stop=job.should_stop,
+                    progress=job.progress_span(done, per_epoch * epochs, stage),
                 )
             done += per_epoch * epochs
-        progress(1.0, "done")
+        job.progress(1.0, "done")
         info = {
-            "condensed_cache_hit": reduction.cache_hit,
-            "subclasses": reduction.subclasses,
-            "reduced_retain": reduction.counts(len(splits.retain)),
-            "seconds": clock.rounded(),
-            "device": str(device),
+            **reduction.info(len(job.splits.retain)),
+            "seconds": job.clock.rounded(),
+            "device": str(job.device),
         }
-        return finish(student), info
+        return student, info
 
 
 register(Condensation())

@@ -37,21 +37,22 @@ from torch import Tensor
 
 from unlearning.methods.base import register
 from unlearning.methods.common import (
+    Job,
+    Method,
     StageClock,
     batch_to,
-    finish,
     index_stream,
     optimiser_step,
     raise_if_stopped,
     working_copy,
 )
-from unlearning.methods.condensation.condense import ReducedRetain, reduce_retain
+from unlearning.methods.condensation.condense import reduce_retain_in
 from unlearning.methods.dau.attacker import AttackInputs, MembershipAttacker
 from unlearning.methods.dau.barlow_twins import barlow_twins_loss
 from unlearning.methods.dau.config import DauConfig
 from unlearning.methods.dau.pools import AttackPools, PairSampler, build_pools, label_tokens
 from unlearning.methods.dau.sensitivity import sensitivity
-from unlearning.training import augment, autocast, memory_format_for, pick_device
+from unlearning.training import augment, autocast, memory_format_for
 from unlearning.types import Progress, ShouldStop
 
 if TYPE_CHECKING:
@@ -95,57 +96,24 @@ def last_parameters(model: torch.nn.Module, fraction: float) -> list[torch.nn.Pa
     return trainable
 
 
-class Dau:
+class Dau(Method[DauConfig]):
     name = "dau"
     Config = DauConfig
 
-    def run(
-        self,
-        model: Classifier,
-        splits: UnlearningSplits,
-        config: DauConfig,
-        progress: Progress,
-        should_stop: ShouldStop,
-    ) -> tuple[Classifier, dict[str, Any]]:
-        device = pick_device()
-        devices = [device] if device.type == "cuda" else []
-        clock = StageClock()
-        with torch.random.fork_rng(devices=devices):
+    def unlearn(self, job: Job[DauConfig]) -> tuple[Classifier, dict[str, Any]]:
+        config, splits = job.config, job.splits
+        condensed = config.retain_source == "condensed"
+        with torch.random.fork_rng(devices=[job.device] if job.device.type == "cuda" else []):
             torch.manual_seed(config.seed)
-            reduction = self._reduced_retain(model, splits, config, device, clock, progress, should_stop)
+            reduction = reduce_retain_in(job, config.condense, CONDENSE_SHARE) if condensed else None
             retain = splits.retain if reduction is None else reduction.images
             start = CONDENSE_SHARE if reduction is not None and not reduction.cache_hit else 0.0
-
-            def game_progress(fraction: float, stage: str) -> None:
-                progress(start + (1 - start) * fraction, stage)
-
-            game = _Game(model, splits, retain, config, device, clock)
-            unlearned, info = game.play(game_progress, should_stop)
+            game = _Game(job.model, splits, retain, config, job.device, job.clock)
+            unlearned, info = game.play(job.progress_span(start, 1 - start), job.should_stop)
         info["retain_source"] = config.retain_source
         if reduction is not None:
-            info["condensed_cache_hit"] = reduction.cache_hit
-            info["subclasses"] = reduction.subclasses
-            info["reduced_retain"] = reduction.counts(len(splits.retain))
+            info.update(reduction.info(len(splits.retain)))
         return unlearned, info
-
-    @staticmethod
-    def _reduced_retain(
-        model: Classifier,
-        splits: UnlearningSplits,
-        config: DauConfig,
-        device: torch.device,
-        clock: StageClock,
-        progress: Progress,
-        should_stop: ShouldStop,
-    ) -> ReducedRetain | None:
-        """The condensed retain set when `retain_source` asks for it (None: train on the real one)."""
-        if config.retain_source != "condensed":
-            return None
-        with clock.stage("condense"):
-            return reduce_retain(
-                model, splits, config.condense, device=device, should_stop=should_stop,
-                progress=lambda fraction, stage: progress(CONDENSE_SHARE * fraction, stage),
-            )
 
 
 class _Game:
@@ -248,7 +216,6 @@ class _Game:
                 stop_reason = "restored" if class_wise else "won"
                 break
         progress(1.0, "done")
-        model = finish(self.defender)
         info = {
             "iterations": iteration,
             "stop_reason": stop_reason,
@@ -263,7 +230,7 @@ class _Game:
                 "trace": [point.as_dict() for point in trace],
             },
         }
-        return model, info
+        return self.defender, info
 
     def _warm_up(self, progress: Progress, should_stop: ShouldStop) -> None:
         """k steps of the attacker against the frozen defender: its view of the pool is computed once."""

@@ -36,15 +36,13 @@ from torch import Tensor
 
 from unlearning.data import ImageSet
 from unlearning.methods.base import register
-from unlearning.methods.common import StageClock, finish, working_copy
+from unlearning.methods.common import Job, Method
 from unlearning.methods.multigan.config import InversionRule, MultiGanConfig
 from unlearning.methods.multigan.gan import ConditionalGenerator, train_gan
-from unlearning.training import TrainRecipe, pick_device, predict_probs, seeded_generator, train_model
-from unlearning.types import Progress, ShouldStop
+from unlearning.training import TrainRecipe, predict_probs, seeded_generator, train_model
 
 if TYPE_CHECKING:
     from models.base import Classifier
-    from unlearning.data import UnlearningSplits
 
 SAMPLE_CHUNK = 512
 """Images generated per generator call."""
@@ -121,34 +119,22 @@ def labelled_parts(
     return parts, agreement
 
 
-class MultiGan:
+class MultiGan(Method[MultiGanConfig]):
     name = "multigan"
     Config = MultiGanConfig
 
-    def run(
-        self,
-        model: Classifier,
-        splits: UnlearningSplits,
-        config: MultiGanConfig,
-        progress: Progress,
-        should_stop: ShouldStop,
-    ) -> tuple[Classifier, dict[str, Any]]:
-        device = pick_device()
-        clock = StageClock()
+    def unlearn(self, job: Job[MultiGanConfig]) -> tuple[Classifier, dict[str, Any]]:
+        config, splits, clock = job.config, job.splits, job.clock
         rng = seeded_generator(config.seed)
-        num_classes = splits.num_classes
         done = 0.0
-
-        def stage_progress(stage: str) -> Progress:
-            start, share = done, STAGE_SHARES[stage]
-            return lambda fraction, _: progress(start + share * fraction, stage)
 
         def train_stage_gan(stage: str, data: ImageSet, steps: int) -> ConditionalGenerator:
             gan_config = config.gan.model_copy(update={"steps": steps})
             with clock.stage(stage):
                 return train_gan(
-                    data, num_classes, gan_config, device=device, generator=rng,
-                    progress=stage_progress(stage), should_stop=should_stop, stage=stage,
+                    data, splits.num_classes, gan_config, device=job.device, generator=rng,
+                    progress=job.progress_span(done, STAGE_SHARES[stage], stage), should_stop=job.should_stop,
+                    stage=stage,
                 )
 
         retain = readable_retain(splits.retain, config.retain_fraction, rng)
@@ -166,12 +152,12 @@ class MultiGan:
                 forget_gan, round(config.synthetic_forget_ratio * len(splits.forget)), splits.forget.labels,
                 kind="forget", generator=rng,
             )
-            original = working_copy(model, device).eval()
+            original = job.working_copy().eval()
             parts, agreement = labelled_parts(
                 original, retain, synthetic_retain, splits.forget, synthetic_forget, config.inversion
             )
         done += STAGE_SHARES["synthesise"]
-        progress(done, "synthesise")
+        job.progress(done, "synthesise")
 
         finetune_set = ImageSet.empty(*retain.images.shape[1:3])
         for part in parts.values():
@@ -182,18 +168,19 @@ class MultiGan:
         )
         with clock.stage("finetune"):
             tuned = train_model(
-                working_copy(model, device), finetune_set, recipe,
-                progress=stage_progress("finetune"), should_stop=should_stop, device=device,
+                job.working_copy(), finetune_set, recipe,
+                progress=job.progress_span(done, STAGE_SHARES["finetune"], "finetune"),
+                should_stop=job.should_stop, device=job.device,
             )
         info = {
             "retain_fraction": config.retain_fraction,
             "finetune_counts": {name: len(part) for name, part in parts.items()},
             "synthetic_condition_agreement": agreement,
             "seconds": clock.rounded(),
-            "device": str(device),
+            "device": str(job.device),
         }
-        progress(1.0, "done")
-        return finish(tuned), info
+        job.progress(1.0, "done")
+        return tuned, info
 
 
 register(MultiGan())
