@@ -17,10 +17,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.audit import AuditEventType, append_audit_event
-from app.db.models import ApiKey, new_id, utcnow
-from app.db.session import SessionDep
+from app.api.deps import SessionDep
 from app.errors import ProblemError
+from core.db.audit import AuditEventType, append_audit_event
+from core.db.models import ApiKey, new_id, utcnow
 
 SCOPES = ("requests:write", "requests:read", "models:write", "models:read", "audit:read", "admin")
 KEY_PREFIX = "ulk_"

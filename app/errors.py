@@ -16,36 +16,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.problems import TYPE_PREFIX, ErrorItem, Problem
 
 logger = logging.getLogger("app.errors")
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-TYPE_PREFIX = "urn:unlearn:problem:"
 MAX_LISTED_ERRORS = 100
-
-
-class ErrorItem(BaseModel):
-    """One offending input: which field, where, and what is wrong with it."""
-
-    model_config = ConfigDict(extra="allow")
-
-    field: str
-    in_: str = Field(default="body", alias="in", serialization_alias="in")
-    message: str
-    value: Any = None
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str | None = None
-    instance: str | None = None
-    errors: list[ErrorItem] | None = None
 
 
 class ProblemJSONResponse(JSONResponse):

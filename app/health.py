@@ -2,9 +2,9 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy import text
 
 from app.api.deps import SettingsDep
-from app.db.session import get_engine
 from app.errors import ProblemError, error_item
 from app.queue import broker_ping
+from core.db.session import get_engine
 
 router = APIRouter(tags=["health"])
 

@@ -9,7 +9,6 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.audit_log.routes import router as audit_log_router
-from app.callbacks import Notify, background_sender
 from app.certificates.routes import router as certificates_router
 from app.datasets.routes import router as datasets_router
 from app.deletion.routes import router as deletion_router
@@ -18,8 +17,10 @@ from app.health import router as health_router
 from app.metrics import install_metrics
 from app.model_registry.routes import router as models_router
 from app.model_registry.schemas import ModelTrainCreate
-from app.queue import CeleryEnqueue, Enqueue
-from app.settings import Settings, get_settings
+from app.queue import CeleryEnqueue
+from core.callbacks import Notify, background_sender
+from core.settings import Settings, get_settings
+from core.tasks import Enqueue
 
 JSON_TYPES = ("application/json",)
 MULTIPART_PATHS = {"/v1/models"}

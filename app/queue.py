@@ -6,22 +6,13 @@ send only logs (the worker's reaper re-enqueues anything queued without a live j
 """
 
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 logger = logging.getLogger("app.queue")
 
-PROCESS_MODEL_TASK = "worker.process_model"
-TRAIN_BASE_MODEL_TASK = "worker.train_base_model"
-
-
-class Enqueue(Protocol):
-    def __call__(self, task_name: str, args: list[Any]) -> bool:
-        """Send the task; True when the broker accepted it."""
-        ...
-
 
 class CeleryEnqueue:
-    """`send_task` on a Celery client for `broker_url`, created on first use."""
+    """A `core.tasks.Enqueue`: `send_task` on a Celery client for `broker_url`, created on first use."""
 
     def __init__(self, broker_url: str, queue_name: str, *, connect_timeout_s: float = 3.0) -> None:
         self.broker_url = broker_url
@@ -43,12 +34,13 @@ class CeleryEnqueue:
             self._client = client
         return self._client
 
-    def __call__(self, task_name: str, args: list[Any]) -> bool:
+    def __call__(self, task_name: str, model_id: str, countdown_s: float | None = None) -> bool:
         try:
             self._celery().send_task(
                 task_name,
-                args=args,
+                args=[model_id],
                 queue=self.queue_name,
+                countdown=countdown_s,
                 retry=True,
                 retry_policy={
                     "max_retries": 2,
@@ -60,9 +52,9 @@ class CeleryEnqueue:
             return True
         except Exception:
             logger.warning(
-                "could not enqueue %s%s; the reaper will pick it up from the DB",
+                "could not enqueue %s(%s); the reaper will pick it up from the DB",
                 task_name,
-                args,
+                model_id,
                 exc_info=True,
             )
             return False

@@ -300,9 +300,9 @@ def seeded_app(settings: Any) -> Iterator[tuple[Any, dict[str, str], Seeded]]:
     from fastapi.testclient import TestClient
 
     from app.auth import issue_api_key
-    from app.db.migrate import upgrade
-    from app.db.session import session_scope
     from app.main import create_app
+    from core.db.migrate import upgrade
+    from core.db.session import session_scope
     from unlearning.audit.html import render_html
 
     upgrade(settings.database_url)
@@ -362,7 +362,7 @@ def seeded_app(settings: Any) -> Iterator[tuple[Any, dict[str, str], Seeded]]:
 def fuzz_settings(directory: Path, database_url: str | None = None) -> Any:
     """Settings under `directory`; the database is a SQLite file there unless `database_url` names an
     empty database (PostgreSQL, say)."""
-    from app.settings import Settings
+    from core.settings import Settings
 
     return Settings(
         env="test",

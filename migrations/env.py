@@ -1,4 +1,4 @@
-"""Alembic environment: online migrations only, URL from the caller or from app.settings.
+"""Alembic environment: online migrations only, URL from the caller or from core.settings.
 
 SQLite cannot ALTER most things, so migrations render in batch mode there (copy-and-move tables).
 """
@@ -6,8 +6,8 @@ SQLite cannot ALTER most things, so migrations render in batch mode there (copy-
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from app.db.models import Base
-from app.settings import get_settings
+from core.db.models import Base
+from core.settings import get_settings
 
 config = context.config
 target_metadata = Base.metadata

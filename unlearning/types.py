@@ -19,3 +19,8 @@ def no_progress(fraction: float, stage: str) -> None:
 
 def never_stop() -> bool:
     return False
+
+
+class Unservable(ValueError):
+    """A method cannot serve these splits with this config, whatever the attempt (a forget set too
+    small for it, say). The service fails such a job at once instead of retrying it."""

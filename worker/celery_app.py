@@ -29,13 +29,15 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from app.settings import Settings, get_settings
+from core.settings import Settings, get_settings
+
+__all__ = ["WORKER_READY_FILE_ENV", "app", "create_celery_app", "enqueue"]
 
 VISIBILITY_TIMEOUT_S = 6 * 3600
 """See the module docstring: the DB heartbeat claim, not the broker, prevents parallel runs."""
 
-PROCESS_MODEL_TASK = "worker.process_model"
-TRAIN_BASE_MODEL_TASK = "worker.train_base_model"
+WORKER_READY_FILE_ENV = "UNLEARN_WORKER_READY_FILE"
+"""When set, the worker's main process writes its pid there once it is ready (for supervisors)."""
 DEVICE_QUEUES = ("gpu", "cpu")
 
 
@@ -73,6 +75,7 @@ app = create_celery_app()
 """The app `celery -A worker.celery_app` and `unlearn worker` run."""
 
 
-def enqueue(task_name: str, model_id: str, *, countdown_s: float | None = None) -> None:
-    """Send a task by name to the configured queue (what the reaper and retries use)."""
+def enqueue(task_name: str, model_id: str, countdown_s: float | None = None) -> bool:
+    """A `core.tasks.Enqueue` on the worker's own app (what the reaper, retries and follow-ups use)."""
     app.send_task(task_name, args=[model_id], queue=get_settings().queue_name, countdown=countdown_s)
+    return True

@@ -1,11 +1,8 @@
 """The reaper: re-enqueue, from the database, work the broker may have lost.
 
 Runs in every worker's main process, at start-up and then every `interval_s` (a daemon thread started
-on Celery's `worker_ready` signal; celery beat is not needed). It enqueues:
-
-- `worker.process_model` for models with `queued` requests older than `grace_s` and no live job, or
-  with a job `queued` for a retry whose backoff has passed, or `running` with a stale heartbeat;
-- `worker.train_base_model` for models still `training` whose train job is missing, stale or queued.
+on Celery's `worker_ready` signal; celery beat is not needed). What it enqueues is planned from the
+rows alone by `core.jobs.reaping.plan_reaping`.
 
 Enqueueing is always safe: a delivery that finds a live job or nothing to do returns at once, and the
 claim gives up on a job after `max_attempts`. To keep the broker quiet while one worker is busy for a
@@ -23,63 +20,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
-from sqlalchemy import Engine, and_, create_engine, or_, select
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from app.db import DeletionRequest, Job, JobKind, JobStatus, Model, ModelStatus, RequestStatus
-from app.settings import Settings, get_settings
-from worker.celery_app import PROCESS_MODEL_TASK, TRAIN_BASE_MODEL_TASK, enqueue
-from worker.stack import WORKER_READY_FILE_ENV
+from core.jobs.reaping import ReapPlan, plan_reaping
+from core.settings import Settings, get_settings
+from core.tasks import PROCESS_MODEL_TASK, TRAIN_BASE_MODEL_TASK
+from worker.celery_app import WORKER_READY_FILE_ENV, enqueue
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ReapPlan:
-    process_models: frozenset[str] = frozenset()
-    train_models: frozenset[str] = frozenset()
-
-
-def plan_reaping(session: Session, *, now: datetime, heartbeat_stale_s: float, grace_s: float) -> ReapPlan:
-    """Which models need a (re)delivery, read from the DB alone."""
-    stale_before = now - timedelta(seconds=heartbeat_stale_s)
-    grace_before = now - timedelta(seconds=grace_s)
-    live_jobs = select(Job.model_id).where(Job.status == JobStatus.running, Job.heartbeat_at >= stale_before)
-
-    waiting_requests = select(DeletionRequest.model_id).where(
-        DeletionRequest.status == RequestStatus.queued,
-        DeletionRequest.job_id.is_(None),
-        DeletionRequest.received_at < grace_before,
-        DeletionRequest.model_id.not_in(live_jobs),
-    )
-    orphaned_jobs = select(Job.model_id).where(
-        Job.kind == JobKind.unlearn,
-        or_(
-            and_(
-                Job.status == JobStatus.running,
-                or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before),
-            ),
-            and_(
-                Job.status == JobStatus.queued,
-                or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < grace_before),
-            ),
-        ),
-    )
-    process = set(session.execute(waiting_requests).scalars()) | set(session.execute(orphaned_jobs).scalars())
-
-    training = select(Model.id).where(
-        Model.status == ModelStatus.training,
-        Model.created_at < grace_before,
-        Model.id.not_in(live_jobs),
-    )
-    train = set(session.execute(training).scalars())
-    return ReapPlan(frozenset(process), frozenset(train))
 
 
 @dataclass
@@ -87,7 +42,7 @@ class Reaper:
     """Periodic reaping in a daemon thread; `run_once` is what the thread (and the tests) call."""
 
     settings: Settings
-    enqueue_task: Callable[[str, str], None]
+    enqueue_task: Callable[[str, str], object]
     interval_s: float
     grace_s: float
     reenqueue_interval_s: float
@@ -97,7 +52,7 @@ class Reaper:
     _thread: threading.Thread | None = field(default=None, init=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings, enqueue_task: Callable[[str, str], None]) -> Reaper:
+    def from_settings(cls, settings: Settings, enqueue_task: Callable[[str, str], object]) -> Reaper:
         stale = settings.heartbeat_stale_s
         return cls(
             settings,
@@ -116,7 +71,7 @@ class Reaper:
         return self._engine
 
     def run_once(self, now: datetime | None = None) -> ReapPlan:
-        from app.db import utcnow
+        from core.db import utcnow
 
         with Session(self.engine()) as session:
             plan = plan_reaping(
@@ -163,14 +118,10 @@ class Reaper:
 _reaper: Reaper | None = None
 
 
-def _enqueue_now(task: str, model_id: str) -> None:
-    enqueue(task, model_id)
-
-
 @worker_ready.connect
 def _on_worker_ready(**_: Any) -> None:
     global _reaper
-    _reaper = Reaper.from_settings(get_settings(), _enqueue_now)
+    _reaper = Reaper.from_settings(get_settings(), enqueue)
     _reaper.start()
     ready_file = os.environ.get(WORKER_READY_FILE_ENV)
     if ready_file:
@@ -186,7 +137,7 @@ def _on_worker_shutdown(**_: Any) -> None:
 @worker_process_init.connect
 def _on_process_init(**_: Any) -> None:
     """Drop (without closing) any DB engine a pool child inherited through fork; it opens its own."""
-    from app.db import session as db_session
+    from core.db import session as db_session
 
     for engine in list(db_session._engines.values()):  # noqa: SLF001 - no public reset-after-fork yet
         engine.dispose(close=False)

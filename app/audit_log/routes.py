@@ -5,13 +5,12 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from app.api.deps import SettingsDep, page_limit
+from app.api.deps import SessionDep, SettingsDep, page_limit
 from app.auth import AuditRead
-from app.db.audit import verify_audit_chain
-from app.db.models import AuditEvent
-from app.db.session import SessionDep
 from app.listing import keyset_page
 from app.schemas import Cursor, Limit, Page
+from core.db.audit import verify_audit_chain
+from core.db.models import AuditEvent
 
 router = APIRouter(prefix="/v1/audit-log", tags=["audit log"])
 

@@ -1,11 +1,10 @@
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.api.deps import SettingsDep
+from app.api.deps import SessionDep, SettingsDep
 from app.auth import AuditRead
 from app.certificates import service
 from app.certificates.schemas import SignedCertificate, VerifyRequest, VerifyResult
-from app.db.session import SessionDep
 
 router = APIRouter(prefix="/v1", tags=["certificates"])
 

@@ -29,8 +29,10 @@ from app.certificates.schemas import (
     VerifyResult,
     VersionRef,
 )
-from app.db.audit import AuditEventType, canonical_json
-from app.db.models import (
+from app.deletion.service import get_request
+from app.errors import ProblemError
+from core.db.audit import AuditEventType, canonical_json
+from core.db.models import (
     AuditEvent,
     AuditReport,
     DeletionRequest,
@@ -40,8 +42,6 @@ from app.db.models import (
     RequestStatus,
     utcnow,
 )
-from app.deletion.service import get_request
-from app.errors import ProblemError
 
 CHAIN_EVENTS = (
     AuditEventType.version_created,

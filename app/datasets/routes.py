@@ -1,12 +1,11 @@
 from fastapi import APIRouter, Query, Response
 
-from app.api.deps import SettingsDep, page_limit
+from app.api.deps import SessionDep, SettingsDep, page_limit
 from app.auth import ModelsRead, ModelsWrite
 from app.datasets import service
 from app.datasets.schemas import DatasetCreate, DatasetOut, SampleOut
-from app.db.models import Split
-from app.db.session import SessionDep
 from app.schemas import Cursor, Limit, Page
+from core.db.models import Split
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 

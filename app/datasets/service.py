@@ -6,11 +6,11 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from app.datasets.schemas import DatasetCreate, DatasetOut, SampleOut
-from app.db.audit import AuditEventType, append_audit_event
-from app.db.models import Dataset, Sample, Split, new_id
 from app.errors import ProblemError, error_item, invalid
 from app.listing import get_or_404, keyset_page
 from app.schemas import Page
+from core.db.audit import AuditEventType, append_audit_event
+from core.db.models import Dataset, Sample, Split, new_id
 from unlearning.catalog import CatalogError, list_samples
 
 INSERT_BATCH = 5000

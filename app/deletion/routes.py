@@ -4,16 +4,15 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy.exc import IntegrityError
 
-from app.api.deps import EnqueueDep, SettingsDep, page_limit
+from app.api.deps import EnqueueDep, SessionDep, SettingsDep, page_limit
 from app.auth import AuditRead, RequestsRead, RequestsWrite
-from app.db.models import DeletionRequest, RequestStatus
-from app.db.session import SessionDep
 from app.deletion import service
 from app.deletion.schemas import AuditReportOut, DeletionRequestCreate, DeletionRequestOut
 from app.errors import ProblemError
-from app.queue import PROCESS_MODEL_TASK
 from app.schemas import Cursor, Limit, Page
-from app.settings import Settings
+from core.db.models import DeletionRequest, RequestStatus
+from core.settings import Settings
+from core.tasks import PROCESS_MODEL_TASK
 
 router = APIRouter(prefix="/v1/deletion-requests", tags=["deletion requests"])
 
@@ -55,7 +54,7 @@ def create_deletion_request(
             raise
         request, created = replay, False
     if created:
-        enqueue(PROCESS_MODEL_TASK, [request.model_id])
+        enqueue(PROCESS_MODEL_TASK, request.model_id)
     return _resource(request, 202 if created else 200, settings)
 
 

@@ -3,8 +3,10 @@ from typing import Annotated, Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, PlainValidator, UrlConstraints, WithJsonSchema
 
-from app.db.models import RequestStatus
 from app.schemas import Text, storable_text
+from core.resources import DeletionRequestOut, RequestLinks
+
+__all__ = ["AuditReportOut", "DeletionRequestCreate", "DeletionRequestOut", "RequestLinks"]
 
 SampleId = Annotated[Text, Field(min_length=1, max_length=512)]
 
@@ -41,42 +43,6 @@ class DeletionRequestCreate(BaseModel):
     )
     external_ref: Text | None = Field(default=None, min_length=1, max_length=200)
     callback_url: CallbackUrl | None = None
-
-
-class RequestLinks(BaseModel):
-    self: str
-    cancel: str
-    model: str
-    audit: str | None = None
-    checkpoint: str | None = None
-    result_version: str | None = None
-
-
-class DeletionRequestOut(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-    id: str
-    model_id: str
-    external_ref: str | None
-    kind: str
-    sample_ids: list[str] | None
-    sample_count: int | None
-    class_: int | None = Field(serialization_alias="class")
-    method: str
-    params: dict[str, Any]
-    status: RequestStatus
-    progress: float
-    stage: str | None
-    error: dict[str, Any] | None
-    received_at: datetime
-    due_at: datetime
-    overdue: bool
-    started_at: datetime | None
-    finished_at: datetime | None
-    result_version_id: str | None
-    cancel_requested: bool
-    callback_url: str | None
-    links: RequestLinks
 
 
 class AuditReportOut(BaseModel):

@@ -15,8 +15,13 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.audit import AuditEventType, append_audit_event, canonical_json
-from app.db.models import (
+from app.deletion.schemas import AuditReportOut, DeletionRequestCreate, DeletionRequestOut
+from app.errors import ErrorItem, ProblemError, error_item, invalid, not_found, problem_from_validation
+from app.pagination import decode_cursor, encode_cursor
+from app.schemas import Page
+from core import lifecycle
+from core.db.audit import canonical_json
+from core.db.models import (
     ACTIVE_REQUEST_STATUSES,
     AuditReport,
     Dataset,
@@ -31,15 +36,11 @@ from app.db.models import (
     new_id,
     utcnow,
 )
-from app.deletion.schemas import AuditReportOut, DeletionRequestCreate, DeletionRequestOut, RequestLinks
-from app.errors import ErrorItem, ProblemError, error_item, invalid, not_found, problem_from_validation
-from app.pagination import decode_cursor, encode_cursor
-from app.schemas import Page
-from app.settings import Settings
+from core.request_params import AUDIT_REFERENCES, REFERENCE_PARAM, split_reference
+from core.settings import Settings
 from unlearning.catalog import METHOD_NAMES, method_config
 
 IN_CLAUSE_CHUNK = 500
-AUDIT_REFERENCES = ("retrain",)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
@@ -55,47 +56,8 @@ def body_hash(body: DeletionRequestCreate) -> str:
     return hashlib.sha256(canonical_json(body.model_dump(mode="json", by_alias=True)).encode()).hexdigest()
 
 
-def is_overdue(request: DeletionRequest, now: datetime) -> bool:
-    """Not (yet) succeeded nor cancelled, and past its due date."""
-    return request.status not in (RequestStatus.succeeded, RequestStatus.cancelled) and request.due_at < now
-
-
-def request_out(request: DeletionRequest, now: datetime | None = None) -> DeletionRequestOut:
-    now = now or utcnow()
-    base = f"/v1/deletion-requests/{request.id}"
-    version = request.result_version_id
-    links = RequestLinks(
-        self=base,
-        cancel=f"{base}/cancel",
-        model=f"/v1/models/{request.model_id}",
-        audit=f"{base}/audit" if request.status == RequestStatus.succeeded else None,
-        checkpoint=f"/v1/model-versions/{version}/checkpoint" if version else None,
-        result_version=f"/v1/model-versions/{version}" if version else None,
-    )
-    return DeletionRequestOut(
-        id=request.id,
-        model_id=request.model_id,
-        external_ref=request.external_ref,
-        kind=request.kind,
-        sample_ids=request.sample_ids,
-        sample_count=len(request.sample_ids) if request.sample_ids is not None else None,
-        class_=request.forget_class,
-        method=request.method,
-        params=request.params,
-        status=RequestStatus(request.status),
-        progress=request.progress,
-        stage=request.stage,
-        error=request.error,
-        received_at=request.received_at,
-        due_at=request.due_at,
-        overdue=is_overdue(request, now),
-        started_at=request.started_at,
-        finished_at=request.finished_at,
-        result_version_id=version,
-        cancel_requested=request.cancel_requested,
-        callback_url=request.callback_url,
-        links=links,
-    )
+def request_out(request: DeletionRequest) -> DeletionRequestOut:
+    return DeletionRequestOut.model_validate(request)
 
 
 def check_idempotency_key(key: str | None) -> str | None:
@@ -154,12 +116,13 @@ def _check_params(body: DeletionRequestCreate) -> None:
         raise invalid(
             "method", f"unknown method {body.method!r}; known: {list(METHOD_NAMES)}", value=body.method
         )
-    params = dict(body.params)
-    reference = params.pop("reference", None)
-    if reference is not None and reference not in AUDIT_REFERENCES:
+    try:
+        _, params = split_reference(body.params)
+    except ValueError:
+        reference = body.params.get(REFERENCE_PARAM)
         raise invalid(
-            "params.reference", f"must be one of {list(AUDIT_REFERENCES)} or absent", value=reference
-        )
+            f"params.{REFERENCE_PARAM}", f"must be one of {list(AUDIT_REFERENCES)} or absent", value=reference
+        ) from None
     try:
         method_config(body.method).model_validate(params)
     except ValidationError as error:
@@ -364,23 +327,17 @@ def create_request(
         forget_class=forget_class,
         method=body.method,
         params=body.params,
-        status=RequestStatus.queued,
-        progress=0.0,
-        received_at=now,
         due_at=add_one_month(now),
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         callback_url=str(body.callback_url) if body.callback_url is not None else None,
         api_key_id=actor,
     )
-    session.add(request)
-    session.flush()
-    append_audit_event(
+    lifecycle.request_received(
         session,
-        AuditEventType.request_received,
+        request,
+        received_at=now,
         actor=actor,
-        request_id=request.id,
-        model_id=model.id,
         data={
             "kind": kind.value,
             "sample_count": len(body.sample_ids) if body.sample_ids else None,
@@ -409,30 +366,9 @@ def cancel_request(session: Session, request_id: str, *, actor: str | None) -> D
     finished -> 409. The caller commits."""
     request = get_request(session, request_id, for_update=True)
     if request.status == RequestStatus.queued:
-        request.status = RequestStatus.cancelled
-        request.cancel_requested = True
-        request.finished_at = utcnow()
-        request.stage = "cancelled"
-        append_audit_event(
-            session,
-            AuditEventType.request_cancelled,
-            actor=actor,
-            request_id=request.id,
-            model_id=request.model_id,
-            data={"from": "queued"},
-        )
+        lifecycle.request_cancelled(session, request, utcnow(), actor=actor)
     elif request.status == RequestStatus.running:
-        if not request.cancel_requested:
-            request.cancel_requested = True
-            append_audit_event(
-                session,
-                AuditEventType.request_cancel_requested,
-                actor=actor,
-                request_id=request.id,
-                model_id=request.model_id,
-                job_id=request.job_id,
-                data={},
-            )
+        lifecycle.request_cancel_requested(session, request, actor=actor)
     else:
         raise ProblemError(
             409,
@@ -484,7 +420,7 @@ def list_requests(
     if len(rows) > limit:
         rows = rows[:limit]
         next_cursor = encode_cursor(secret, "deletion-requests", filters, [rows[-1].received_at, rows[-1].id])
-    return Page(data=[request_out(r, now) for r in rows], next_cursor=next_cursor)
+    return Page(data=[request_out(r) for r in rows], next_cursor=next_cursor)
 
 
 def get_audit_report(session: Session, request_id: str) -> AuditReportOut:

@@ -6,16 +6,15 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import EnqueueDep, SettingsDep, page_limit
+from app.api.deps import EnqueueDep, SessionDep, SettingsDep, page_limit
 from app.auth import ModelsRead, ModelsWrite
-from app.db.models import ModelStatus
-from app.db.session import SessionDep
 from app.errors import ProblemError, problem_from_validation
 from app.model_registry import service
 from app.model_registry.schemas import UPLOAD_FORM_SCHEMA, ModelOut, ModelTrainCreate, ModelVersionOut
 from app.model_registry.upload import receive_upload
-from app.queue import TRAIN_BASE_MODEL_TASK
 from app.schemas import Cursor, Limit, Page
+from core.db.models import ModelStatus
+from core.tasks import TRAIN_BASE_MODEL_TASK
 
 router = APIRouter(tags=["models"])
 
@@ -65,7 +64,7 @@ async def create_model(
             raise problem_from_validation(error) from None
         model = await run_in_threadpool(service.request_training, session, body, actor=principal.key_id)
         await run_in_threadpool(session.commit)
-        await run_in_threadpool(enqueue, TRAIN_BASE_MODEL_TASK, [model.id])
+        await run_in_threadpool(enqueue, TRAIN_BASE_MODEL_TASK, model.id)
         status = 202
     return JSONResponse(
         service.model_out(model).model_dump(mode="json"),

@@ -12,14 +12,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.datasets.service import get_dataset
-from app.db.audit import AuditEventType, append_audit_event
-from app.db.models import Job, JobKind, JobStatus, Model, ModelStatus, ModelVersion, new_id
-from app.db.ops import add_model_version
 from app.errors import ProblemError, error_item, invalid
 from app.listing import get_or_404, keyset_page
 from app.model_registry.schemas import ModelLinks, ModelOut, ModelTrainCreate, ModelVersionOut, VersionLinks
 from app.schemas import Page
-from app.settings import Settings
+from core import lifecycle
+from core.db.audit import AuditEventType
+from core.db.models import JobKind, Model, ModelStatus, ModelVersion, new_id
+from core.settings import Settings
 from models.checkpoint_header import CheckpointError, read_header
 
 WEIGHTS_CHECK_TIMEOUT_S = 300
@@ -66,20 +66,14 @@ def request_training(session: Session, body: ModelTrainCreate, *, actor: str | N
         name=body.name,
         architecture=body.architecture,
         dataset_id=dataset.id,
-        status=ModelStatus.training,
         train_params={"recipe": body.train.model_dump(), "width": body.width},
     )
-    session.add(model)
-    session.flush()
-    job = Job(id=new_id("job"), model_id=model.id, kind=JobKind.train, status=JobStatus.queued)
-    session.add(job)
-    session.flush()
-    append_audit_event(
+    return lifecycle.model_created(
         session,
-        AuditEventType.model_training_requested,
+        model,
+        ModelStatus.training,
         actor=actor,
-        model_id=model.id,
-        job_id=job.id,
+        event=AuditEventType.model_training_requested,
         data={
             "name": model.name,
             "architecture": model.architecture,
@@ -87,7 +81,6 @@ def request_training(session: Session, body: ModelTrainCreate, *, actor: str | N
             "train_params": model.train_params,
         },
     )
-    return model
 
 
 def file_sha256(path: Path) -> tuple[str, int]:
@@ -146,24 +139,17 @@ def register_upload(
             if reason is not None:
                 raise invalid("checkpoint", reason.replace(temp_path.name, "the uploaded file"))
         sha256, size_bytes = file_sha256(temp_path)
-        model = Model(
-            id=new_id("mdl"),
-            name=name,
-            architecture=spec.architecture,
-            dataset_id=dataset.id,
-            status=ModelStatus.ready,
-        )
-        session.add(model)
-        session.flush()
+        model = Model(id=new_id("mdl"), name=name, architecture=spec.architecture, dataset_id=dataset.id)
         version_id = new_id("ver")
         final_path = settings.artifacts / "models" / model.id / f"{version_id}.safetensors"
         final_path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temp_path, final_path)
-        append_audit_event(
+        lifecycle.model_created(
             session,
-            AuditEventType.model_registered,
+            model,
+            ModelStatus.ready,
             actor=actor,
-            model_id=model.id,
+            event=AuditEventType.model_registered,
             data={
                 "name": name,
                 "architecture": spec.architecture,
@@ -171,7 +157,7 @@ def register_upload(
                 "source": "upload",
             },
         )
-        add_model_version(
+        lifecycle.version_created(
             session,
             model,
             checkpoint_uri=str(final_path),

@@ -10,7 +10,7 @@ from starlette.datastructures import UploadFile
 
 from app.errors import ProblemError, error_item, invalid
 from app.schemas import storable_text
-from app.settings import Settings
+from core.settings import Settings
 
 CHUNK_BYTES = 1 << 20
 FORM_OVERHEAD_BYTES = 64 * 1024

@@ -1,7 +1,7 @@
 """Database layer shared by the API and the worker: ORM models, sessions, migrations, audit chain."""
 
-from app.db.audit import AuditEventType, append_audit_event, verify_audit_chain
-from app.db.models import (
+from core.db.audit import AuditEventType, append_audit_event, verify_audit_chain
+from core.db.models import (
     ACTIVE_REQUEST_STATUSES,
     FINISHED_REQUEST_STATUSES,
     ApiKey,
@@ -25,8 +25,7 @@ from app.db.models import (
     new_id,
     utcnow,
 )
-from app.db.ops import add_model_version
-from app.db.session import SessionDep, get_engine, session_scope
+from core.db.session import get_engine, session_scope
 
 __all__ = [
     "ACTIVE_REQUEST_STATUSES",
@@ -49,9 +48,7 @@ __all__ = [
     "RequestKind",
     "RequestStatus",
     "Sample",
-    "SessionDep",
     "Split",
-    "add_model_version",
     "append_audit_event",
     "get_engine",
     "new_id",

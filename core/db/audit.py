@@ -3,7 +3,7 @@
 Each row stores `hash = sha256(prev_hash || canonical JSON of the row)` where the row is every column
 except `id` and `hash`, and `prev_hash` is the previous row's hash (64 zeros for the first row). Appends
 are serialised: on PostgreSQL by a transaction-scoped advisory lock, on SQLite by the write lock every
-transaction takes (see app.db.session). `prev_hash` is unique, so a fork is refused by the database.
+transaction takes (see core.db.session). `prev_hash` is unique, so a fork is refused by the database.
 """
 
 import hashlib
@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from app.db.models import AuditEvent, utcnow
+from core.db.models import AuditEvent, utcnow
 
 GENESIS_HASH = "0" * 64
 _PG_AUDIT_LOCK_KEY = 0x756E6C6561726E  # "unlearn"

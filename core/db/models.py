@@ -162,11 +162,11 @@ class Model(Base):
     architecture: Mapped[str] = mapped_column(String(64))
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
     # use_alter breaks the models <-> model_versions cycle; set it only after the version row is flushed
-    # (app.db.ops.add_model_version does that).
+    # (core.lifecycle.version_created does that).
     head_version_id: Mapped[str | None] = mapped_column(
         ForeignKey("model_versions.id", use_alter=True, name="fk_models_head_version_id_model_versions")
     )
-    status: Mapped[str] = mapped_column(String(16), default=ModelStatus.training)
+    status: Mapped[str] = mapped_column(String(16))  # set by core.lifecycle.model_created
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON())
     train_params: Mapped[dict[str, Any] | None] = mapped_column(JSON())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -219,6 +219,8 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued)
     worker_id: Mapped[str | None] = mapped_column(String(200))
     heartbeat_at: Mapped[datetime | None] = mapped_column()
+    retry_at: Mapped[datetime | None] = mapped_column()
+    """When a job `queued` for another attempt is due (set with its backoff)."""
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     request_ids: Mapped[list[Any]] = mapped_column(default=list)
     stage: Mapped[str | None] = mapped_column(String(64))
@@ -291,7 +293,7 @@ class AuditReport(Base):
 
 
 class AuditEvent(Base):
-    """Append-only, hash-chained log. Append only through `app.db.audit.append_audit_event`.
+    """Append-only, hash-chained log. Append only through `core.db.audit.append_audit_event`.
 
     `hash = sha256(prev_hash || canonical JSON of the row)`; `prev_hash` is unique, so the chain
     cannot fork even if two writers race (the second insert fails).

@@ -1,4 +1,4 @@
-"""Engines, sessions and the FastAPI session dependency, shared by the API and the worker.
+"""Engines and sessions, shared by the API and the worker (the FastAPI dependency is `app.api.deps`).
 
 One engine per database URL per process (`get_engine`). On SQLite every transaction opened through
 `session_scope()` or `SessionDep` starts with `BEGIN IMMEDIATE` (it takes the write lock up front), so a
@@ -12,14 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from threading import Lock
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.settings import get_settings
+from core.settings import get_settings
 
 _engines: dict[str, Engine] = {}
 _engines_lock = Lock()
@@ -94,23 +93,3 @@ def session_scope(url: str | None = None, *, readonly: bool = False) -> Iterator
         raise
     finally:
         session.close()
-
-
-def get_db_session(request: Request) -> Iterator[Session]:
-    """FastAPI dependency: one session per request on the app's database. Handlers commit explicitly;
-    anything left uncommitted is rolled back when the request ends. A committed status change of a
-    deletion request is handed to the app's `notify` (its callback, sent in the background)."""
-    url: str = request.app.state.settings.database_url
-    session = Session(bind=get_engine(url), expire_on_commit=False)
-    notify = getattr(request.app.state, "notify", None)
-    if notify is not None:
-        from app.callbacks import track_status_changes
-
-        track_status_changes(session, notify)
-    try:
-        yield session
-    finally:
-        session.close()
-
-
-SessionDep = Annotated[Session, Depends(get_db_session)]

@@ -18,7 +18,7 @@ DIGITS_SPEC: dict[str, Any] = {
 
 
 def count_rows(url: str, table: str) -> int:
-    from app.db.session import session_scope
+    from core.db.session import session_scope
 
     with session_scope(url, readonly=True) as session:
         return int(session.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one())

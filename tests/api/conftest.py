@@ -40,8 +40,8 @@ def _backends() -> list[Any]:
 
 @pytest.fixture(scope="session", params=_backends())
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from app.db.migrate import upgrade
-    from app.db.session import dispose_engine
+    from core.db.migrate import upgrade
+    from core.db.session import dispose_engine
 
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'api.db'}"
@@ -91,7 +91,7 @@ TABLES_IN_DELETE_ORDER = (
 def db(database_url: str) -> Iterator[str]:
     """The migrated database, emptied after the test."""
     yield database_url
-    from app.db.session import session_scope
+    from core.db.session import session_scope
 
     with session_scope(database_url) as session:
         session.execute(text("UPDATE models SET head_version_id = NULL"))
@@ -102,7 +102,7 @@ def db(database_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def settings(db: str, tmp_path: Path) -> Any:
-    from app.settings import Settings
+    from core.settings import Settings
 
     return Settings(
         env="test",
@@ -119,12 +119,12 @@ def settings(db: str, tmp_path: Path) -> Any:
 
 @dataclass
 class RecordingEnqueue:
-    """Stands in for Celery: records (task name, args) and reports success."""
+    """Stands in for Celery: records (task name, model id) and reports success."""
 
-    calls: list[tuple[str, list[Any]]] = field(default_factory=list)
+    calls: list[tuple[str, str]] = field(default_factory=list)
 
-    def __call__(self, task_name: str, args: list[Any]) -> bool:
-        self.calls.append((task_name, list(args)))
+    def __call__(self, task_name: str, model_id: str, countdown_s: float | None = None) -> bool:
+        self.calls.append((task_name, model_id))
         return True
 
 
@@ -167,7 +167,7 @@ ROLE_SCOPES = {
 @pytest.fixture
 def keys(db: str) -> Keys:
     from app.auth import issue_api_key
-    from app.db.session import session_scope
+    from core.db.session import session_scope
 
     plaintext, ids = {}, {}
     with session_scope(db) as session:
@@ -205,7 +205,8 @@ def ready_model(client: TestClient, settings: Any, digits_dataset: dict[str, Any
     """A `ready` model with a version 1 whose checkpoint is an opaque file (the API never loads it)."""
     from sqlalchemy import select
 
-    from app.db import Model, ModelStatus, Sample, add_model_version, session_scope
+    from core import lifecycle
+    from core.db import Model, ModelStatus, Sample, session_scope
 
     payload = os.urandom(4096) + b"checkpoint"
     with session_scope(settings.database_url) as session:
@@ -218,7 +219,7 @@ def ready_model(client: TestClient, settings: Any, digits_dataset: dict[str, Any
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(payload)
         sha = hashlib.sha256(payload).hexdigest()
-        version = add_model_version(
+        version = lifecycle.version_created(
             session, model, checkpoint_uri=str(path), sha256=sha, size_bytes=len(payload), method="train"
         )
         rows = session.execute(

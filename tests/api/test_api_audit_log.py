@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from app.db import append_audit_event, session_scope, verify_audit_chain
-from app.db.audit import GENESIS_HASH
+from core.db import append_audit_event, session_scope, verify_audit_chain
+from core.db.audit import GENESIS_HASH
 
 
 def test_chain_links_and_verifies(client, keys, ready_model, db) -> None:

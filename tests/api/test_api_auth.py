@@ -50,7 +50,7 @@ def test_right_scope_passes_and_admin_implies_all(client, keys) -> None:
 
 def test_revoked_key_is_401(client, keys, db) -> None:
     from app.auth import revoke_api_key
-    from app.db.session import session_scope
+    from core.db.session import session_scope
 
     assert client.get("/v1/deletion-requests", headers=keys.headers("reader")).status_code == 200
     with session_scope(db) as session:
@@ -60,7 +60,7 @@ def test_revoked_key_is_401(client, keys, db) -> None:
 
 
 def test_keys_are_stored_only_as_sha256(keys, db) -> None:
-    from app.db.session import session_scope
+    from core.db.session import session_scope
 
     with session_scope(db, readonly=True) as session:
         rows = session.execute(text("SELECT key_hash, prefix FROM api_keys")).all()

@@ -272,7 +272,7 @@ def mlp_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 def snapshot(database_url: str, artifacts: Path, enqueued: Any) -> dict[str, Any]:
     """Row count of every table, every file (temp files too) under the artifact store, the enqueue calls."""
-    from app.db import session_scope
+    from core.db import session_scope
 
     with session_scope(database_url, readonly=True) as session:
         tables = sorted(
@@ -291,7 +291,7 @@ def test_the_table_has_at_least_40_cases() -> None:
 def test_bad_input_is_a_4xx_problem_naming_the_field_and_writes_nothing(
     client, admin, ready_model, enqueued, settings, db, mlp_checkpoint, tmp_path
 ) -> None:
-    from app.db import DeletionRequest, ForgottenSample, RequestStatus, Sample, session_scope
+    from core.db import DeletionRequest, ForgottenSample, RequestStatus, Sample, session_scope
 
     # The "does not fit the architecture" case needs the torch check (run in a child process).
     client.app.state.settings = settings.model_copy(update={"verify_uploaded_weights": True})

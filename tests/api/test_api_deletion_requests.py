@@ -8,7 +8,7 @@ import pytest
 from api_helpers import assert_problem, count_rows
 from sqlalchemy import select, text
 
-from app.db import DeletionRequest, ForgottenSample, RequestStatus, session_scope
+from core.db import DeletionRequest, ForgottenSample, RequestStatus, session_scope
 
 
 def post(client, headers, body, key=None):
@@ -31,7 +31,7 @@ def test_create_returns_202_location_and_enqueues_the_model(client, keys, ready_
     received = datetime.fromisoformat(created["received_at"])
     due = datetime.fromisoformat(created["due_at"])
     assert timedelta(days=28) <= due - received <= timedelta(days=31)
-    assert enqueued.calls == [("worker.process_model", [ready_model.model_id])]
+    assert enqueued.calls == [("worker.process_model", ready_model.model_id)]
     with session_scope(db, readonly=True) as session:
         events = (
             session.execute(
@@ -230,7 +230,7 @@ def test_overdue_filter(client, admin, ready_model, db) -> None:
 
 
 def test_audit_report_is_404_until_written_then_served(client, keys, ready_model, db) -> None:
-    from app.db import AuditReport
+    from core.db import AuditReport
 
     created = post(client, keys.headers("admin"), {"model_id": ready_model.model_id, "class": 4}).json()
     auditor = keys.headers("auditor")

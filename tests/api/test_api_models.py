@@ -50,10 +50,10 @@ def test_train_request_creates_a_training_model_a_job_and_enqueues(
         model["train_params"]["recipe"]["epochs"] == 5
         and model["train_params"]["recipe"]["batch_size"] == 128
     )
-    assert enqueued.calls == [("worker.train_base_model", [model["id"]])]
+    assert enqueued.calls == [("worker.train_base_model", model["id"])]
     from sqlalchemy import text
 
-    from app.db import session_scope
+    from core.db import session_scope
 
     with session_scope(db, readonly=True) as session:
         jobs = session.execute(text("SELECT kind, status, model_id FROM jobs")).all()

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from app.db import append_audit_event, session_scope, verify_audit_chain
-from app.settings import Settings
+from core.db import append_audit_event, session_scope, verify_audit_chain
+from core.settings import Settings
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +82,12 @@ def test_admin_cli_creates_lists_and_revokes_keys(db) -> None:
     bad = runner.invoke(app, ["keys", "create", "--name", "x", "--scopes", "root", "--database-url", db])
     assert bad.exit_code != 0
     upgraded = runner.invoke(app, ["db", "upgrade", "--database-url", db])
-    assert upgraded.exit_code == 0 and "0001" in upgraded.stdout
+    from alembic.script import ScriptDirectory
+
+    from core.db.migrate import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config(db)).get_current_head()
+    assert upgraded.exit_code == 0 and f"revision {head}" in upgraded.stdout
 
 
 def test_concurrent_appends_keep_one_unforked_chain(db) -> None:

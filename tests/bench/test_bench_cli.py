@@ -52,7 +52,8 @@ def test_smoke_bench_end_to_end_writes_the_json_and_checkpoints(tmp_path: Path, 
         assert row["seconds"] > 0 and row["disparity"] >= 0
     assert rows["retrain"]["disparity"] == 0 and rows["retrain"]["ratio_to_retrain"] == 1
     assert rows["dau"]["ratio_to_retrain"] == pytest.approx(
-        rows["dau"]["seconds"] / rows["retrain"]["seconds"], rel=1e-3  # the JSON rounds to 4 decimals
+        rows["dau"]["seconds"] / rows["retrain"]["seconds"],
+        rel=1e-3,  # the JSON rounds to 4 decimals
     )
 
     splits = json.loads((out / "splits.json").read_text())

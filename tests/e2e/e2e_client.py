@@ -24,7 +24,7 @@ FINISHED = {"succeeded", "failed", "cancelled"}
 
 
 def ids_digest(sample_ids: set[str]) -> str:
-    """What the worker records as retain_ids_sha256 (see worker.jobs.ids_digest)."""
+    """What the worker records as retain_ids_sha256 (see core.jobs.artifacts.ids_digest)."""
     return hashlib.sha256("\n".join(sorted(sample_ids)).encode()).hexdigest()
 
 

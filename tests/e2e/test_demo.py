@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from worker.demo import check_forgetting, run_demo
+from cli.demo import check_forgetting, run_demo
 
 FORGET_CLASS = 3
 

@@ -52,7 +52,7 @@ def outcome(scenario: str, **observed: Any) -> None:
 
 
 def db_rows(stack: Any, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    from app.db import session_scope
+    from core.db import session_scope
 
     with session_scope(stack.database_url, readonly=True) as session:
         return [tuple(row) for row in session.execute(text(sql), params).all()]
@@ -215,7 +215,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        from worker.stack import redis_server_executable
+        from cli.stack import redis_server_executable
 
         self.directory.mkdir(parents=True, exist_ok=True)
         argv = [str(redis_server_executable()), "--port", str(self.port), "--bind", "127.0.0.1"]
@@ -248,7 +248,7 @@ class RedisServer:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    from worker.stack import free_tcp_port
+    from cli.stack import free_tcp_port
 
     server = RedisServer(free_tcp_port(), tmp_path / "redis")
     server.start()

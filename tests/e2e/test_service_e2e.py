@@ -92,7 +92,7 @@ def test_deletion_requests_end_to_end(stack: Any, callback_receiver: Any, tmp_pa
 
     # The second request's status changes reached its callback URL, signed, in order: the API sent
     # `queued` when it accepted the request, the worker `running` and `succeeded`.
-    from worker.callbacks import SIGNATURE_HEADER, verify_signature
+    from core.callbacks import SIGNATURE_HEADER, verify_signature
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and len(callback_receiver.received) < 3:

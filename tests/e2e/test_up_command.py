@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from worker.stack import free_tcp_port, redis_ping
+from cli.stack import free_tcp_port, redis_ping
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

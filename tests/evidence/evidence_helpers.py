@@ -1,6 +1,6 @@
 """Shared by the evidence tests: a synthetic audit report and a stand-in for the worker's success write.
 
-`succeed_request` writes what `worker.claims.commit_unlearn_success` writes for one request (a new
+`succeed_request` writes what `core.jobs.commit.commit_unlearn_success` writes for one request (a new
 version, its tombstones, the report, the audit events), with the app's own DB primitives, so these tests
 do not depend on a trained model.
 """
@@ -17,7 +17,8 @@ from typing import Any
 from load_by_path import TESTS, load_module
 from sqlalchemy import select
 
-from app.db import (
+from core import lifecycle
+from core.db import (
     AuditEventType,
     AuditReport,
     DeletionRequest,
@@ -30,7 +31,6 @@ from app.db import (
     RequestStatus,
     Sample,
     Split,
-    add_model_version,
     append_audit_event,
     session_scope,
     utcnow,
@@ -105,7 +105,7 @@ def succeed_request(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(payload)
         sha = hashlib.sha256(payload).hexdigest()
-        version = add_model_version(
+        version = lifecycle.version_created(
             session,
             model,
             checkpoint_uri=str(path),

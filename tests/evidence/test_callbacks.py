@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from worker.callbacks import (
+from core.callbacks import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     deliver_callback,
@@ -245,7 +245,7 @@ def test_a_down_receiver_neither_fails_nor_slows_the_api(
         assert create_s < backoff_s and cancel_s < backoff_s, (create_s, cancel_s)
         served = api.get(f"/v1/deletion-requests/{request_id}", headers=keys.headers("reader")).json()
         assert served["status"] == "cancelled" and served["error"] is None
-        assert ("worker.process_model", [ready_model.model_id]) in enqueued.calls
+        assert ("worker.process_model", ready_model.model_id) in enqueued.calls
 
         # The receiver stays down well past the first try (which starts at the commit), then comes back:
         # the retry delivers the creation, then the cancellation follows, in order.

@@ -43,7 +43,7 @@ def seeded(
         settings = fuzz.fuzz_settings(directory, database_url)
         with fuzz.seeded_app(settings) as (app, headers, rows):
             yield fuzz, app, headers, rows
-        from app.db.session import dispose_engine
+        from core.db.session import dispose_engine
 
         dispose_engine(settings.database_url)
 

@@ -87,8 +87,8 @@ def _plot_pngs(page: str) -> dict[str, Image.Image]:
 @pytest.fixture(scope="module")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """SQLite only: the page and the browser do not depend on the backend (the API tests cover both)."""
-    from app.db.migrate import upgrade
-    from app.db.session import dispose_engine
+    from core.db.migrate import upgrade
+    from core.db.session import dispose_engine
 
     url = f"sqlite:///{tmp_path_factory.mktemp('browser-db') / 'api.db'}"
     upgrade(url)

@@ -45,9 +45,9 @@ def database_template(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A migrated database holding the digits dataset and its samples, prepared once per backend."""
-    from app.db import Dataset, Sample, session_scope
-    from app.db.migrate import upgrade
-    from app.db.session import dispose_engine
+    from core.db import Dataset, Sample, session_scope
+    from core.db.migrate import upgrade
+    from core.db.session import dispose_engine
     from unlearning.pipeline import load_dataset
 
     tmp_dir = str(tmp_path_factory.mktemp(f"template-{request.param}"))
@@ -81,14 +81,14 @@ def database_template(
 def database_url(database_template: str, tmp_path: Path) -> Iterator[str]:
     with services.clone_database(database_template, str(tmp_path)) as url:
         yield url
-        from app.db.session import dispose_engine
+        from core.db.session import dispose_engine
 
         dispose_engine(url)
 
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Any:
-    from app.settings import Settings
+    from core.settings import Settings
 
     return Settings(
         env="test",
@@ -104,7 +104,8 @@ def settings(database_url: str, tmp_path: Path) -> Any:
 @pytest.fixture
 def seeded_model(settings: Any, digits_checkpoint: Path) -> SeededModel:
     """A `ready` model on the template's digits dataset, version 1 a copy of the trained checkpoint."""
-    from app.db import Model, ModelStatus, Sample, add_model_version, session_scope
+    from core import lifecycle
+    from core.db import Model, ModelStatus, Sample, session_scope
     from models.checkpoint import file_sha256
 
     with session_scope(settings.database_url) as session:
@@ -121,7 +122,7 @@ def seeded_model(settings: Any, digits_checkpoint: Path) -> SeededModel:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(digits_checkpoint, target)
         info = file_sha256(target)
-        version = add_model_version(
+        version = lifecycle.version_created(
             session,
             model,
             checkpoint_uri=str(target),

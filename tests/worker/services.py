@@ -60,7 +60,7 @@ def fresh_postgres_database(base_url: str, *, template: str | None = None) -> It
     try:
         yield database_url
     finally:
-        from app.db.session import dispose_engine
+        from core.db.session import dispose_engine
 
         dispose_engine(database_url)
         with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as admin:
@@ -117,7 +117,7 @@ def clone_database(template_url: str, tmp_dir: str) -> Iterator[str]:
     PostgreSQL (both far cheaper than migrating and loading rows again)."""
     import shutil
 
-    from app.db.session import dispose_engine
+    from core.db.session import dispose_engine
 
     dispose_engine(template_url)  # PostgreSQL refuses a template that has open connections
     if template_url.startswith("sqlite"):

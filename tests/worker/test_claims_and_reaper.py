@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import select, update
 from worker_helpers import SeededModel, add_request, claim
 
-from app.db import (
+from core import jobs
+from core.db import (
     AuditEvent,
     DeletionRequest,
     Job,
@@ -23,11 +24,10 @@ from app.db import (
     session_scope,
     utcnow,
 )
-from worker import claims
-from worker.claims import ClaimStatus
-from worker.jobs import JobRuntime
-from worker.reaper import Reaper, plan_reaping
-from worker.tasks import train_model_now
+from core.jobs import ClaimStatus, JobRuntime
+from core.jobs.loop import run_jobs
+from core.jobs.reaping import plan_reaping
+from worker.reaper import Reaper
 
 
 def age_heartbeat(settings: Any, job_id: str, seconds: float) -> None:
@@ -51,18 +51,18 @@ def test_a_stale_job_is_taken_over_and_its_old_owner_is_fenced_off(
     assert second.claim.request_ids == [request_id]
 
     with session_scope(settings.database_url) as session:
-        assert not claims.record_heartbeat(session, first.claim, utcnow())
-        assert not claims.record_progress(session, first.claim, fraction=0.5, stage="game", now=utcnow())
-        assert claims.record_heartbeat(session, second.claim, utcnow())
+        assert not jobs.record_heartbeat(session, first.claim, utcnow())
+        assert not jobs.record_progress(session, first.claim, fraction=0.5, stage="game", now=utcnow())
+        assert jobs.record_heartbeat(session, second.claim, utcnow())
     for commit in (
-        lambda session: claims.commit_cancelled(session, first.claim, utcnow()),
-        lambda session: claims.commit_failure(session, first.claim, {}, utcnow(), max_attempts=3),
+        lambda session: jobs.commit_cancelled(session, first.claim, utcnow()),
+        lambda session: jobs.commit_failure(session, first.claim, {}, utcnow(), max_attempts=3),
     ):
         try:
             with session_scope(settings.database_url) as session:
                 commit(session)
             raise AssertionError("the fenced-off owner could write")
-        except claims.LostClaim:
+        except jobs.LostClaim:
             pass
     with session_scope(settings.database_url) as session:
         events = session.execute(
@@ -142,9 +142,11 @@ def test_training_writes_version_one_and_hands_over_queued_requests(
     add_request(settings.database_url, model_id, seeded_model.train_ids[:5])
     enqueued: list[tuple[str, str, float | None]] = []
 
-    outcome = train_model_now(model_id, settings=settings, enqueue_task=lambda *call: enqueued.append(call))
+    [outcome] = run_jobs(
+        JobKind.train, model_id, settings=settings, enqueue=lambda *call: enqueued.append(call)
+    )
 
-    assert outcome is not None and outcome.outcome == "succeeded"
+    assert outcome.outcome == "succeeded"
     with session_scope(settings.database_url) as session:
         model = session.get(Model, model_id)
         version = session.get(ModelVersion, outcome.version_id)
@@ -160,14 +162,15 @@ def test_training_writes_version_one_and_hands_over_queued_requests(
     assert [job.status for job in jobs] == [JobStatus.succeeded], "the API's queued job row is the one run"
     assert enqueued == [("worker.process_model", model_id, None)]
     assert (
-        train_model_now(model_id, settings=settings, enqueue_task=lambda *call: enqueued.append(call)) is None
+        run_jobs(JobKind.train, model_id, settings=settings, enqueue=lambda *call: enqueued.append(call))
+        == []
     )
 
 
 def test_training_with_bad_params_fails_the_model_at_once(settings: Any, seeded_model: SeededModel) -> None:
     model_id = new_training_model(settings, seeded_model, {"epochs": 0})
-    outcome = train_model_now(model_id, settings=settings, enqueue_task=lambda *call: None)
-    assert outcome is not None and outcome.outcome == "failed"
+    [outcome] = run_jobs(JobKind.train, model_id, settings=settings, enqueue=lambda *call: None)
+    assert outcome.outcome == "failed"
     with session_scope(settings.database_url) as session:
         model = session.get(Model, model_id)
     assert model is not None and model.status == ModelStatus.failed
@@ -177,7 +180,7 @@ def test_training_with_bad_params_fails_the_model_at_once(settings: Any, seeded_
 def test_requests_of_a_failed_model_fail_instead_of_waiting(settings: Any, seeded_model: SeededModel) -> None:
     model_id = new_training_model(settings, seeded_model, {"epochs": 0})
     request_id = add_request(settings.database_url, model_id, seeded_model.train_ids[:5])
-    train_model_now(model_id, settings=settings, enqueue_task=lambda *call: None)
+    run_jobs(JobKind.train, model_id, settings=settings, enqueue=lambda *call: None)
     assert claim(settings, model_id, "worker-a").status == ClaimStatus.not_ready
     with session_scope(settings.database_url) as session:
         request = session.get(DeletionRequest, request_id)

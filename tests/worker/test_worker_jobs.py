@@ -10,12 +10,14 @@ import pytest
 from sqlalchemy import func, select
 from worker_helpers import FAST_DAU, SeededModel, add_request, claim
 
-from app.db import (
+from core import jobs
+from core.db import (
     AuditEvent,
     AuditReport,
     DeletionRequest,
     ForgottenSample,
     Job,
+    JobKind,
     Model,
     ModelVersion,
     RequestStatus,
@@ -23,10 +25,9 @@ from app.db import (
     utcnow,
     verify_audit_chain,
 )
-from worker import claims
-from worker.claims import ClaimStatus, JobClaim
-from worker.jobs import JobRuntime, run_unlearn
-from worker.tasks import process_model_now
+from core.jobs import ClaimStatus, JobClaim, JobRuntime
+from core.jobs.loop import run_jobs
+from core.jobs.unlearn import run_unlearn
 
 
 class Recorder:
@@ -58,7 +59,7 @@ def test_a_request_runs_to_a_new_version_with_tombstones_and_report(
     forget = seeded_model.train_ids[:20]
     request_id = add_request(url, seeded_model.model_id, forget)
 
-    outcomes = process_model_now(seeded_model.model_id, settings=settings, enqueue_task=Recorder())
+    outcomes = run_jobs(JobKind.unlearn, seeded_model.model_id, settings=settings, enqueue=Recorder())
 
     assert [outcome.outcome for outcome in outcomes] == ["succeeded"]
     row = request_row(url, request_id)
@@ -99,8 +100,12 @@ def test_duplicate_delivery_exits_without_a_second_version(settings: Any, seeded
     # The broker delivers the same message again while worker-a runs (fresh heartbeat): nothing happens.
     assert claim(settings, seeded_model.model_id, "worker-b").status == ClaimStatus.busy
     assert (
-        process_model_now(
-            seeded_model.model_id, settings=settings, worker_id="worker-b", enqueue_task=Recorder()
+        run_jobs(
+            JobKind.unlearn,
+            seeded_model.model_id,
+            settings=settings,
+            worker_id="worker-b",
+            enqueue=Recorder(),
         )
         == []
     )
@@ -109,14 +114,18 @@ def test_duplicate_delivery_exits_without_a_second_version(settings: Any, seeded
     with JobRuntime(first.claim, database_url=url, heartbeat_interval_s=0.2) as runtime:
         result = run_unlearn(first.claim, runtime, settings.artifacts)
     with session_scope(url) as session:
-        claims.commit_unlearn_success(session, first.claim, result, utcnow())
-    with pytest.raises(claims.LostClaim), session_scope(url) as session:
-        claims.commit_unlearn_success(session, first.claim, result, utcnow())
+        jobs.commit_unlearn_success(session, first.claim, result, utcnow())
+    with pytest.raises(jobs.LostClaim), session_scope(url) as session:
+        jobs.commit_unlearn_success(session, first.claim, result, utcnow())
 
     # A late duplicate delivery after success finds nothing to do.
     assert (
-        process_model_now(
-            seeded_model.model_id, settings=settings, worker_id="worker-c", enqueue_task=Recorder()
+        run_jobs(
+            JobKind.unlearn,
+            seeded_model.model_id,
+            settings=settings,
+            worker_id="worker-c",
+            enqueue=Recorder(),
         )
         == []
     )
@@ -132,7 +141,7 @@ def test_queued_requests_coalesce_into_one_job(settings: Any, seeded_model: Seed
     second = add_request(url, seeded_model.model_id, ids[3:9])  # overlaps the first on 3 IDs
     other_params = add_request(url, seeded_model.model_id, ids[20:25], params={**FAST_DAU, "alpha": 2.0})
 
-    outcomes = process_model_now(seeded_model.model_id, settings=settings, enqueue_task=Recorder())
+    outcomes = run_jobs(JobKind.unlearn, seeded_model.model_id, settings=settings, enqueue=Recorder())
 
     assert [outcome.outcome for outcome in outcomes] == ["succeeded", "succeeded"]
     rows = {request_id: request_row(url, request_id) for request_id in (first, second, other_params)}
@@ -160,7 +169,7 @@ def test_cancel_while_running_writes_no_version_and_no_tombstones(
     cancelled = add_request(url, seeded_model.model_id, seeded_model.train_ids[:5])
     sharing = add_request(url, seeded_model.model_id, seeded_model.train_ids[5:10])
 
-    def cancel_mid_run(job_claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> claims.UnlearnResult:
+    def cancel_mid_run(job_claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> jobs.UnlearnResult:
         report = runtime.progress
 
         def progress(fraction: float, stage: str) -> None:
@@ -175,8 +184,8 @@ def test_cancel_while_running_writes_no_version_and_no_tombstones(
         return run_unlearn(job_claim, runtime, artifacts)
 
     recorder = Recorder()
-    outcomes = process_model_now(
-        seeded_model.model_id, settings=settings, runner=cancel_mid_run, enqueue_task=recorder
+    outcomes = run_jobs(
+        JobKind.unlearn, seeded_model.model_id, settings=settings, runner=cancel_mid_run, enqueue=recorder
     )
 
     # The first job stops; the cancelled request ends, the one sharing its run is requeued and then
@@ -201,7 +210,7 @@ def test_cancel_while_queued_takes_effect_at_the_claim(settings: Any, seeded_mod
         row = session.get(DeletionRequest, request_id)
         assert row is not None
         row.cancel_requested = True
-    assert process_model_now(seeded_model.model_id, settings=settings, enqueue_task=Recorder()) == []
+    assert run_jobs(JobKind.unlearn, seeded_model.model_id, settings=settings, enqueue=Recorder()) == []
     assert request_row(url, request_id).status == RequestStatus.cancelled
     assert count(url, ModelVersion.id, ModelVersion.model_id == seeded_model.model_id) == 1
 
@@ -211,14 +220,14 @@ def test_failures_requeue_then_fail_after_max_attempts(settings: Any, seeded_mod
     request_id = add_request(url, seeded_model.model_id, seeded_model.train_ids[:5])
     attempts: list[int] = []
 
-    def flaky(job_claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> claims.UnlearnResult:
+    def flaky(job_claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> jobs.UnlearnResult:
         attempts.append(job_claim.attempt)
         raise RuntimeError(f"simulated GPU fault on attempt {job_claim.attempt}")
 
     recorder = Recorder()
     for attempt in range(1, settings.max_attempts):
-        outcomes = process_model_now(
-            seeded_model.model_id, settings=settings, runner=flaky, enqueue_task=recorder
+        outcomes = run_jobs(
+            JobKind.unlearn, seeded_model.model_id, settings=settings, runner=flaky, enqueue=recorder
         )
         assert [outcome.outcome for outcome in outcomes] == ["retry"]
         row = request_row(url, request_id)
@@ -226,8 +235,8 @@ def test_failures_requeue_then_fail_after_max_attempts(settings: Any, seeded_mod
         assert row.stage == f"retrying (attempt {attempt + 1} of {settings.max_attempts})"
         assert recorder.calls[-1] == ("worker.process_model", seeded_model.model_id, float(2**attempt))
 
-    outcomes = process_model_now(
-        seeded_model.model_id, settings=settings, runner=flaky, enqueue_task=recorder
+    outcomes = run_jobs(
+        JobKind.unlearn, seeded_model.model_id, settings=settings, runner=flaky, enqueue=recorder
     )
     assert [outcome.outcome for outcome in outcomes] == ["failed"]
     assert attempts == [1, 2, 3]
@@ -251,7 +260,8 @@ def test_failures_requeue_then_fail_after_max_attempts(settings: Any, seeded_mod
 
     # A late delivery after the final failure does nothing.
     assert (
-        process_model_now(seeded_model.model_id, settings=settings, runner=flaky, enqueue_task=recorder) == []
+        run_jobs(JobKind.unlearn, seeded_model.model_id, settings=settings, runner=flaky, enqueue=recorder)
+        == []
     )
     assert attempts == [1, 2, 3]
 
@@ -290,7 +300,7 @@ def test_the_further_methods_run_through_the_worker(
     request_id = add_request(
         url, seeded_model.model_id, seeded_model.train_ids[:10], method=method, params=params
     )
-    outcomes = process_model_now(seeded_model.model_id, settings=settings, enqueue_task=Recorder())
+    outcomes = run_jobs(JobKind.unlearn, seeded_model.model_id, settings=settings, enqueue=Recorder())
     assert [outcome.outcome for outcome in outcomes] == ["succeeded"], outcomes
     row_ = request_row(url, request_id)
     assert row_.status == RequestStatus.succeeded

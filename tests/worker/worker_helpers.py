@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from worker.claims import ClaimOutcome
+    from core.jobs import ClaimOutcome
 
 
 def _load_services() -> Any:
@@ -63,7 +63,7 @@ def add_request(
     import hashlib
     import json
 
-    from app.db import DeletionRequest, RequestKind, RequestStatus, session_scope, utcnow
+    from core.db import DeletionRequest, RequestKind, RequestStatus, session_scope, utcnow
 
     received = utcnow() - timedelta(seconds=age_s)
     body = {"sample_ids": sample_ids, "class": forget_class, "params": params}
@@ -87,8 +87,8 @@ def add_request(
 
 def claim(settings: Any, model_id: str, worker_id: str) -> ClaimOutcome:
     """One unlearning claim by `worker_id`, committed, as the worker's task makes it."""
-    from app.db import JobKind, session_scope
-    from worker.tasks import claim_job
+    from core.db import JobKind, session_scope
+    from core.jobs.loop import claim_job
 
     with session_scope(settings.database_url) as session:
         return claim_job(session, JobKind.unlearn, model_id, worker_id, settings)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from unlearning.methods.dau.config import ClassNonMembers
+from unlearning.types import Unservable
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def build_pools(
             member_tokens[:] = -1
             nonmember_tokens[:] = -1
     if len(nonmember_rows) < 2 or len(forget_labels) < 2:
-        raise ValueError(
+        raise Unservable(
             f"DAU needs at least 2 forget and 2 non-member validation samples; got "
             f"{len(forget_labels)} forget and {len(nonmember_rows)} non-members "
             f"(forget_class={forget_class}, class_nonmembers={class_nonmembers!r})"
