@@ -27,7 +27,9 @@ CallbackUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2000, allowed_sche
 
 
 class DeletionRequestCreate(BaseModel):
-    """Forget either `sample_ids` (train samples of the model's dataset) or a whole `class`."""
+    """Forget either `sample_ids` (train samples of the model's dataset) or a whole `class`.
+
+    Every field but `class` (resolved to `forget_class`) is stored in the column of its name."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -320,17 +320,12 @@ def create_request(
     now = utcnow()
     request = DeletionRequest(
         id=new_id("req"),
-        model_id=model.id,
-        external_ref=body.external_ref,
+        **body.model_dump(mode="json", exclude={"class_"}),  # each body field is the column of its name
         kind=kind,
-        sample_ids=body.sample_ids,
         forget_class=forget_class,
-        method=body.method,
-        params=body.params,
         due_at=add_one_month(now),
         idempotency_key=idempotency_key,
         request_hash=request_hash,
-        callback_url=str(body.callback_url) if body.callback_url is not None else None,
         api_key_id=actor,
     )
     lifecycle.request_received(

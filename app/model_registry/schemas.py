@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, computed_field
 
 from app.schemas import StrictModel, Text
 from models.spec import Architecture
@@ -37,6 +37,8 @@ class ModelLinks(BaseModel):
 
 
 class ModelOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     name: str
     architecture: str
@@ -47,7 +49,17 @@ class ModelOut(BaseModel):
     train_params: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
-    links: ModelLinks
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def links(self) -> ModelLinks:
+        head = self.head_version_id
+        return ModelLinks(
+            self=f"/v1/models/{self.id}",
+            versions=f"/v1/models/{self.id}/versions",
+            head_version=f"/v1/model-versions/{head}" if head else None,
+            checkpoint=f"/v1/model-versions/{head}/checkpoint" if head else None,
+        )
 
 
 class VersionLinks(BaseModel):
@@ -57,6 +69,8 @@ class VersionLinks(BaseModel):
 
 
 class ModelVersionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     model_id: str
     parent_id: str | None
@@ -69,7 +83,15 @@ class ModelVersionOut(BaseModel):
     metrics: dict[str, Any]
     job_id: str | None
     created_at: datetime
-    links: VersionLinks
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def links(self) -> VersionLinks:
+        return VersionLinks(
+            self=f"/v1/model-versions/{self.id}",
+            checkpoint=f"/v1/model-versions/{self.id}/checkpoint",
+            model=f"/v1/models/{self.model_id}",
+        )
 
 
 UPLOAD_FORM_SCHEMA: dict[str, Any] = {

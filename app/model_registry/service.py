@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session
 from app.datasets.service import get_dataset
 from app.errors import ProblemError, error_item, invalid
 from app.listing import get_or_404, keyset_page
-from app.model_registry.schemas import ModelLinks, ModelOut, ModelTrainCreate, ModelVersionOut, VersionLinks
+from app.model_registry.schemas import ModelOut, ModelTrainCreate, ModelVersionOut
 from app.schemas import Page
 from core import lifecycle
 from core.db.audit import AuditEventType
-from core.db.models import JobKind, Model, ModelStatus, ModelVersion, new_id
+from core.db.models import Model, ModelStatus, ModelVersion, new_id
 from core.settings import Settings
 from models.checkpoint_header import CheckpointError, read_header
 
@@ -35,27 +35,11 @@ except CheckpointError as error:
 
 
 def model_out(model: Model) -> ModelOut:
-    head = model.head_version_id
-    links = ModelLinks(
-        self=f"/v1/models/{model.id}",
-        versions=f"/v1/models/{model.id}/versions",
-        head_version=f"/v1/model-versions/{head}" if head else None,
-        checkpoint=f"/v1/model-versions/{head}/checkpoint" if head else None,
-    )
-    return ModelOut.model_validate(
-        {**{c: getattr(model, c) for c in ModelOut.model_fields if c != "links"}, "links": links}
-    )
+    return ModelOut.model_validate(model)
 
 
 def version_out(version: ModelVersion) -> ModelVersionOut:
-    links = VersionLinks(
-        self=f"/v1/model-versions/{version.id}",
-        checkpoint=f"/v1/model-versions/{version.id}/checkpoint",
-        model=f"/v1/models/{version.model_id}",
-    )
-    return ModelVersionOut.model_validate(
-        {**{c: getattr(version, c) for c in ModelVersionOut.model_fields if c != "links"}, "links": links}
-    )
+    return ModelVersionOut.model_validate(version)
 
 
 def request_training(session: Session, body: ModelTrainCreate, *, actor: str | None) -> Model:
