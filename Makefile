@@ -19,7 +19,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check app worker unlearning models cli tests bench
+	$(VENV)/bin/ruff check app core worker unlearning models cli tests bench
+	$(VENV)/bin/lint-imports
 
 bench-smoke: $(STAMP)
 	$(VENV)/bin/unlearn bench --preset smoke --scenario random --json bench-out/smoke.json
