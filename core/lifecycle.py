@@ -27,6 +27,7 @@ from core.db.models import (
     ModelStatus,
     ModelVersion,
     RequestStatus,
+    VersionState,
     new_id,
 )
 
@@ -75,6 +76,14 @@ MODEL_TRANSITIONS: Mapping[tuple[ModelStatus | None, ModelStatus], str] = {
     (ModelStatus.training, ModelStatus.ready): "model_trained",
     (ModelStatus.training, ModelStatus.failed): "model_training_failed",
 }
+
+VERSION_TRANSITIONS: Mapping[tuple[VersionState | None, VersionState], str] = {
+    (None, VersionState.live): "version_created",
+    (VersionState.live, VersionState.retired): "versions_retired",
+    (VersionState.retired, VersionState.purged): "version_purged",
+}
+"""A version is live until a later version forgets samples it holds; then retired (never served again)
+and, after the grace period, purged (its checkpoint file deleted)."""
 
 STAGE_MAX_CHARS = 64
 """Width of the `stage` columns."""
@@ -448,6 +457,7 @@ def version_created(
     cycle). `job_id` is unique on model_versions: a second version for the same job raises
     IntegrityError, which a duplicate delivery treats as "already done".
     """
+    _check(VERSION_TRANSITIONS, "model version", version_id, None, VersionState.live)
     last_number = session.execute(
         select(func.max(ModelVersion.number)).where(ModelVersion.model_id == model.id)
     ).scalar()
@@ -487,3 +497,63 @@ def version_created(
         },
     )
     return version
+
+
+def versions_retired(
+    session: Session,
+    model: Model,
+    successor: ModelVersion,
+    now: datetime,
+    *,
+    grace_s: float,
+    actor: str | None,
+    request_ids: list[str],
+) -> list[ModelVersion]:
+    """Every live version of `model` but `successor` still holds what `successor` forgot: retire them
+    (their checkpoints are no longer served) and schedule their purge after `grace_s`."""
+    retired = list(
+        session.execute(
+            select(ModelVersion)
+            .where(
+                ModelVersion.model_id == model.id,
+                ModelVersion.id != successor.id,
+                ModelVersion.retired_at.is_(None),
+            )
+            .order_by(ModelVersion.number)
+        ).scalars()
+    )
+    purge_after = now + timedelta(seconds=grace_s)
+    for version in retired:
+        _check(VERSION_TRANSITIONS, "model version", version.id, version.state, VersionState.retired)
+        version.retired_at, version.retired_by, version.purge_after = now, successor.id, purge_after
+        append_audit_event(
+            session,
+            AuditEventType.version_retired,
+            actor=actor,
+            model_id=model.id,
+            version_id=version.id,
+            data={
+                "successor": successor.id,
+                "request_ids": request_ids,
+                "purge_after": purge_after.isoformat(),
+            },
+        )
+    return retired
+
+
+def version_purged(session: Session, version: ModelVersion, now: datetime, *, actor: str | None) -> None:
+    """The retired version's checkpoint file is gone from storage (the caller deleted it first)."""
+    _check(VERSION_TRANSITIONS, "model version", version.id, version.state, VersionState.purged)
+    version.purged_at = now
+    append_audit_event(
+        session,
+        AuditEventType.checkpoint_purged,
+        actor=actor,
+        model_id=version.model_id,
+        version_id=version.id,
+        data={
+            "sha256": version.sha256,
+            "checkpoint_uri": version.checkpoint_uri,
+            "retired_by": version.retired_by,
+        },
+    )

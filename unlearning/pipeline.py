@@ -16,12 +16,11 @@ from unlearning.data import (
     load_cifar10_full,
     load_digits,
     load_imagefolder,
-    load_npz,
 )
+from unlearning.data.formats import get_format
 from unlearning.training import TrainRecipe, train_model
 from unlearning.types import Progress, ShouldStop, never_stop, no_progress
 
-DATASET_FORMATS = ("imagefolder", "digits", "npz")
 NAMED_DATA = ("digits", "cifar10-cpu", "cifar10-full")
 """Names `resolve_data` accepts instead of a path."""
 
@@ -43,22 +42,14 @@ def default_cifar10_archive() -> Path:
 
 
 def load_dataset(format: str, uri: str | None = None, **options: Any) -> Dataset:
-    """The dataset a `datasets` row describes: `format` is imagefolder | digits | npz.
+    """The dataset a `datasets` row describes: `format` is a name in `unlearning.data.formats.FORMATS`.
 
     `uri` is the folder (or .tar.gz) for imagefolder, the file for npz, and unused for digits. `options`
-    go to the loader (e.g. `seed`, `val_fraction`, `test_fraction`, `per_class_limits`).
+    are the format's loader options (e.g. `seed`, `val_fraction`, `test_fraction`, `per_class_limits`);
+    unknown ones are refused. Raises `CatalogError` (a ValueError; a `FileNotFoundError` too when the
+    uri names nothing) for a bad format, uri or option.
     """
-    if format == "digits":
-        return load_digits(**options)
-    if uri is None:
-        raise ValueError(f"dataset format {format!r} needs a uri (a folder or file path)")
-    if format == "imagefolder":
-        return load_imagefolder(uri, **options)
-    if format == "npz":
-        if options:
-            raise ValueError(f"npz datasets take no options, got {sorted(options)}")
-        return load_npz(uri)
-    raise ValueError(f"unknown dataset format {format!r}; known: {list(DATASET_FORMATS)}")
+    return get_format(format).load(uri, options)
 
 
 def resolve_data(

@@ -2,7 +2,9 @@
 
 Runs in every worker's main process, at start-up and then every `interval_s` (a daemon thread started
 on Celery's `worker_ready` signal; celery beat is not needed). What it enqueues is planned from the
-rows alone by `core.jobs.reaping.plan_reaping`.
+rows alone by `core.jobs.reaping.plan_reaping`. Each pass also purges the checkpoints of retired versions
+whose grace is over (`core.jobs.purge`), so a worker killed between a commit and its purge leaves no live
+file of a retired version once a worker runs again.
 
 Enqueueing is always safe: a delivery that finds a live job or nothing to do returns at once, and the
 claim gives up on a job after `max_attempts`. To keep the broker quiet while one worker is busy for a
@@ -29,6 +31,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
+from core.jobs.purge import purge_due_checkpoints
 from core.jobs.reaping import ReapPlan, plan_reaping
 from core.settings import Settings, get_settings
 from core.tasks import PROCESS_MODEL_TASK, TRAIN_BASE_MODEL_TASK
@@ -73,10 +76,15 @@ class Reaper:
     def run_once(self, now: datetime | None = None) -> ReapPlan:
         from core.db import utcnow
 
+        now = now or utcnow()
+        try:
+            purge_due_checkpoints(self.settings.database_url, now, actor="reaper")
+        except Exception:
+            log.exception("reaper: purging retired checkpoints failed; next pass retries")
         with Session(self.engine()) as session:
             plan = plan_reaping(
                 session,
-                now=now or utcnow(),
+                now=now,
                 heartbeat_stale_s=self.settings.heartbeat_stale_s,
                 grace_s=self.grace_s,
             )

@@ -1,10 +1,10 @@
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-CERTIFICATE_FORMAT: Final = "unlearn-service/deletion-certificate/v1"
-SIGNATURE_ALGORITHM: Final = "HMAC-SHA256"
+from app.audit_log.schemas import Checkpoint
+from core.evidence import CERTIFICATE_FORMAT
 
 
 class ForgottenSet(BaseModel):
@@ -48,7 +48,8 @@ class AuditSummary(BaseModel):
 
 
 class ChainPosition(BaseModel):
-    """An audit-log event this certificate rests on: `GET /v1/audit-log/verify` proves it is still there."""
+    """An audit-log event this certificate rests on: an exported log slice (GET
+    /v1/audit-log/slice?request_id=...) proves offline that it is in the chain, unaltered."""
 
     event: str
     event_id: int
@@ -64,7 +65,7 @@ class Timestamps(BaseModel):
 
 
 class Certificate(BaseModel):
-    format: Literal["unlearn-service/deletion-certificate/v1"] = CERTIFICATE_FORMAT
+    format: Literal["unlearn-service/deletion-certificate/v2"] = CERTIFICATE_FORMAT
     request_id: str
     external_ref: str | None
     model_id: str
@@ -76,11 +77,20 @@ class Certificate(BaseModel):
     audit: AuditSummary | None = Field(description="Null only if the worker issued no audit report.")
     timestamps: Timestamps
     audit_chain: list[ChainPosition] = Field(description="version.created, report.issued, request.succeeded")
+    checkpoint: Checkpoint = Field(
+        description="The signed head of the audit chain this certificate rests on: at or after its events."
+    )
 
 
 class Signature(BaseModel):
-    algorithm: Literal["HMAC-SHA256"] = SIGNATURE_ALGORITHM
-    value: str = Field(description="Hex HMAC-SHA256 of the canonical JSON of `certificate` (see the route).")
+    """Ed25519 (`kid` in the published key set) over the canonical JSON of this object without `value`;
+    `sha256` and `fields` bind it to the certificate and name an altered field (see `core.evidence`)."""
+
+    algorithm: Literal["EdDSA"]
+    kid: str = Field(description="The signing key's id in /.well-known/jwks.json.")
+    sha256: str = Field(description="sha256 (hex) of the canonical JSON of `certificate`.")
+    fields: dict[str, str] = Field(description="Dotted path of every leaf of `certificate` -> its sha256.")
+    value: str = Field(description="Unpadded base64url Ed25519 signature.")
 
 
 class SignedCertificate(BaseModel):
@@ -101,3 +111,5 @@ class VerifyRequest(BaseModel):
 class VerifyResult(BaseModel):
     valid: bool
     reason: str
+    field: str | None = Field(default=None, description="What failed (dotted path), when invalid.")
+    kid: str | None = Field(default=None, description="The key that signed a valid Ed25519 certificate.")

@@ -1,10 +1,17 @@
 """Issue and check deletion certificates.
 
-The signature is HMAC-SHA256 under `settings.server_secret` over the canonical JSON of the certificate:
-keys sorted, no whitespace, UTF-8, and numbers with an integral value written without a fraction (`50`,
-not `50.0`), so that a client that re-serialises the JSON (JavaScript does drop `.0`) still verifies.
-The certificate's `format` field makes its MAC unusable as any other MAC the server makes with the same
-secret (pagination cursors sign a different payload shape).
+A certificate (format v2, `core.evidence.CERTIFICATE_FORMAT`) is signed with the service's active
+Ed25519 key (`core.signing`): a detached signature naming the key id, the sha256 of the canonical JSON
+of the certificate and the digest of every field, so that anyone holding the published key set
+(`/.well-known/jwks.json`) can check it offline and be told which field was altered (`unlearn verify`).
+It carries the signed audit-log checkpoint it rests on: the earliest one at or after its events, signed
+now if there is none.
+
+Certificates of format v1 were signed with HMAC-SHA256 under `settings.server_secret` over the same
+canonical JSON (keys sorted, no whitespace, UTF-8, integral numbers without a fraction); only the
+service can check those (`verify`, POST /v1/certificates/verify). The certificate's `format` field makes
+its MAC unusable as any other MAC the server makes with the same secret (pagination cursors sign a
+different payload shape).
 """
 
 import hashlib
@@ -17,22 +24,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.certificates.schemas import (
-    CERTIFICATE_FORMAT,
-    SIGNATURE_ALGORITHM,
     AuditSummary,
     Certificate,
     ChainPosition,
     ForgottenSet,
     Headline,
-    Signature,
     Timestamps,
     VerifyResult,
     VersionRef,
 )
 from app.deletion.service import get_request
 from app.errors import ProblemError
-from core.db.audit import AuditEventType, canonical_json
+from core.db.audit import AuditEventType
+from core.db.checkpoints import checkpoint_document, covering_checkpoint
 from core.db.models import (
+    AuditCheckpoint,
     AuditEvent,
     AuditReport,
     DeletionRequest,
@@ -42,13 +48,21 @@ from core.db.models import (
     RequestStatus,
     utcnow,
 )
+from core.evidence import (
+    CERTIFICATE_FORMAT,
+    LEGACY_ALGORITHM,
+    LEGACY_CERTIFICATE_FORMAT,
+    KeySet,
+    canonical_bytes,
+    verify_certificate,
+)
+from core.signing import KeyRing
 
 CHAIN_EVENTS = (
     AuditEventType.version_created,
     AuditEventType.report_issued,
     AuditEventType.request_succeeded,
 )
-MAX_NESTING = 64
 HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -57,48 +71,48 @@ def ids_sha256(sample_ids: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(sample_ids)).encode("utf-8")).hexdigest()
 
 
-def _normalised(value: Any, depth: int = 0) -> Any:
-    if depth > MAX_NESTING:
-        raise ValueError(f"nested deeper than {MAX_NESTING} levels")
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _normalised(item, depth + 1) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_normalised(item, depth + 1) for item in value]
-    return value
-
-
-def canonical_bytes(certificate: dict[str, Any]) -> bytes:
-    """The signed bytes. Raises ValueError for what JSON cannot carry (NaN, Infinity, too deep)."""
-    return canonical_json(_normalised(certificate)).encode("utf-8", "surrogatepass")
-
-
 def sign(secret: str, certificate: dict[str, Any]) -> str:
+    """The HMAC of a v1 certificate (kept to check the certificates issued before v2)."""
     return hmac.new(secret.encode("utf-8"), canonical_bytes(certificate), hashlib.sha256).hexdigest()
 
 
-def verify(secret: str, certificate: dict[str, Any], signature: dict[str, Any]) -> VerifyResult:
-    """Valid only if the signature is ours over exactly these fields; the reason says what failed."""
-    if signature.get("algorithm") != SIGNATURE_ALGORITHM:
-        return VerifyResult(valid=False, reason=f"signature.algorithm must be {SIGNATURE_ALGORITHM!r}")
+def verify_hmac(secret: str, certificate: dict[str, Any], signature: dict[str, Any]) -> VerifyResult:
+    """A v1 certificate: valid only if the HMAC is ours over exactly these fields."""
     value = signature.get("value")
     if not isinstance(value, str) or not HEX_DIGEST.fullmatch(value):
-        return VerifyResult(valid=False, reason="signature.value must be 64 hex digits")
-    if certificate.get("format") != CERTIFICATE_FORMAT:
-        return VerifyResult(valid=False, reason=f"certificate.format must be {CERTIFICATE_FORMAT!r}")
+        return VerifyResult(
+            valid=False, reason="signature.value must be 64 hex digits", field="signature.value"
+        )
+    if certificate.get("format") != LEGACY_CERTIFICATE_FORMAT:
+        return VerifyResult(
+            valid=False,
+            reason=f"certificate.format must be {LEGACY_CERTIFICATE_FORMAT!r} for an HMAC signature",
+            field="certificate.format",
+        )
     try:
         expected = sign(secret, certificate)
     except (ValueError, RecursionError) as error:
-        return VerifyResult(valid=False, reason=f"certificate is not canonical JSON: {error}")
+        return VerifyResult(
+            valid=False, reason=f"certificate is not canonical JSON: {error}", field="certificate"
+        )
     if not hmac.compare_digest(expected, value.lower()):
         return VerifyResult(
             valid=False,
             reason="signature does not match: the certificate was altered or not issued by this server",
+            field="signature",
         )
     return VerifyResult(
         valid=True, reason=f"signature matches certificate of request {certificate.get('request_id')}"
     )
+
+
+def verify(secret: str, keys: KeySet, certificate: dict[str, Any], signature: dict[str, Any]) -> VerifyResult:
+    """Valid only if the signature is ours (a trusted Ed25519 key, or the v1 HMAC under the server
+    secret) over exactly these fields; the reason (and `field`) says what failed."""
+    if signature.get("algorithm") == LEGACY_ALGORITHM:
+        return verify_hmac(secret, certificate, signature)
+    verdict = verify_certificate({"certificate": certificate, "signature": signature}, keys)
+    return VerifyResult(valid=verdict.valid, reason=verdict.reason, field=verdict.field, kid=verdict.kid)
 
 
 def _version(session: Session, version_id: str | None) -> ModelVersion:
@@ -167,8 +181,8 @@ def _chain(session: Session, request: DeletionRequest) -> dict[str, AuditEvent]:
     return events
 
 
-def build_certificate(session: Session, request_id: str) -> Certificate:
-    """The certificate of a succeeded request; 404 for an unknown one, 409 while it has not succeeded."""
+def succeeded_request(session: Session, request_id: str) -> DeletionRequest:
+    """404 for an unknown request, 409 while it has not succeeded."""
     request = get_request(session, request_id)
     if request.status != RequestStatus.succeeded:
         raise ProblemError(
@@ -177,6 +191,36 @@ def build_certificate(session: Session, request_id: str) -> Certificate:
             slug="request-not-succeeded",
             title="Request not succeeded",
         )
+    return request
+
+
+def _resting_on(
+    session: Session, keyring: KeyRing, request: DeletionRequest, chain: dict[str, AuditEvent]
+) -> tuple[list[ChainPosition], AuditCheckpoint]:
+    """The audit-log events a certificate of `request` names (chain order) and the checkpoint that
+    covers them (signed now if there is none yet)."""
+    positions = [
+        ChainPosition(event=event.event, event_id=event.id, hash=event.hash)
+        for name in CHAIN_EVENTS
+        if (event := chain.get(name.value)) is not None
+    ]
+    if not positions:
+        raise ProblemError(500, f"deletion request {request.id} has none of its audit-log events")
+    return positions, covering_checkpoint(session, keyring, max(p.event_id for p in positions))
+
+
+def certificate_slice_bounds(session: Session, keyring: KeyRing, request_id: str) -> tuple[int, int]:
+    """The events a log slice for the certificate of `request_id` spans: from its first event to the
+    checkpoint it rests on. The caller commits."""
+    request = succeeded_request(session, request_id)
+    positions, checkpoint = _resting_on(session, keyring, request, _chain(session, request))
+    return min(p.event_id for p in positions), checkpoint.event_id
+
+
+def build_certificate(session: Session, keyring: KeyRing, request_id: str) -> Certificate:
+    """The certificate of a succeeded request; 404 for an unknown one, 409 while it has not succeeded.
+    May sign a checkpoint: the caller commits."""
+    request = succeeded_request(session, request_id)
     new = _version(session, request.result_version_id)
     parent = _version(session, new.parent_id)
     forgotten = _forgotten_ids(session, request)
@@ -184,6 +228,7 @@ def build_certificate(session: Session, request_id: str) -> Certificate:
         select(AuditReport).where(AuditReport.request_id == request.id)
     ).scalar_one_or_none()
     chain = _chain(session, request)
+    positions, checkpoint = _resting_on(session, keyring, request, chain)
     return Certificate(
         format=CERTIFICATE_FORMAT,
         request_id=request.id,
@@ -207,15 +252,12 @@ def build_certificate(session: Session, request_id: str) -> Certificate:
             finished_at=request.finished_at,
             issued_at=utcnow(),
         ),
-        audit_chain=[
-            ChainPosition(event=event.event, event_id=event.id, hash=event.hash)
-            for name in CHAIN_EVENTS
-            if (event := chain.get(name.value)) is not None
-        ],
+        audit_chain=positions,
+        checkpoint=checkpoint_document(checkpoint),  # type: ignore[arg-type]
     )
 
 
-def signed_certificate(session: Session, secret: str, request_id: str) -> dict[str, Any]:
+def signed_certificate(session: Session, keyring: KeyRing, request_id: str) -> dict[str, Any]:
     """The certificate and its signature as the JSON that is sent (the signature covers exactly it)."""
-    certificate = build_certificate(session, request_id).model_dump(mode="json", by_alias=True)
-    return {"certificate": certificate, "signature": Signature(value=sign(secret, certificate)).model_dump()}
+    certificate = build_certificate(session, keyring, request_id).model_dump(mode="json", by_alias=True)
+    return {"certificate": certificate, "signature": keyring.sign(certificate, fields=True)}

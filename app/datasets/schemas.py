@@ -4,14 +4,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from app.schemas import StrictModel, Text
+from unlearning.data.formats import FORMAT_NAMES
 
 
 class DatasetCreate(StrictModel):
     name: Text = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
-    format: Literal["imagefolder", "digits", "npz"]
+    format: Literal[FORMAT_NAMES] = Field(  # type: ignore[valid-type]
+        description="A registered dataset format (`unlearning.data.formats.FORMATS`)."
+    )
     uri: Text | None = Field(default=None, min_length=1, max_length=1000)
     options: dict[str, Any] = Field(
-        default_factory=dict, description="Loader options (seed, fractions, ...)."
+        default_factory=dict,
+        description="The format's loader options (seed, fractions, ...); unknown ones are refused.",
     )
 
 

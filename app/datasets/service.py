@@ -28,8 +28,6 @@ def register_dataset(session: Session, body: DatasetCreate, *, actor: str | None
             slug="conflict",
             errors=[error_item("name", "already taken", value=body.name)],
         )
-    if body.format != "digits" and body.uri is None:
-        raise invalid("uri", f"uri is required for format {body.format!r}")
     try:
         catalog = list_samples(body.format, body.uri, body.options)
     except CatalogError as error:

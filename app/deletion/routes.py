@@ -1,11 +1,12 @@
 from pathlib import Path
 
-from fastapi import APIRouter, Header, Query, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import EnqueueDep, SessionDep, SettingsDep, page_limit
 from app.auth import AuditRead, RequestsRead, RequestsWrite
+from app.certificates.offline import audit_page_with_verification
 from app.deletion import service
 from app.deletion.schemas import AuditReportOut, DeletionRequestCreate, DeletionRequestOut
 from app.errors import ProblemError
@@ -116,12 +117,15 @@ def get_audit_report(request_id: str, session: SessionDep, _: AuditRead) -> Audi
 
 @router.get(
     "/{request_id}/audit.html",
-    response_class=FileResponse,
+    response_class=HTMLResponse,
     responses={200: {"content": {"text/html": {}}, "description": "The human-readable audit report."}},
 )
-def get_audit_report_html(request_id: str, session: SessionDep, _: AuditRead) -> Response:
+def get_audit_report_html(
+    request_id: str, request: Request, session: SessionDep, settings: SettingsDep, _: AuditRead
+) -> Response:
+    """The audit report as a page, with the key id of the certificate and how to verify it offline."""
     path = service.audit_html_path(session, request_id)
     session.rollback()
     if not Path(path).is_file():
         raise ProblemError(410, f"the HTML audit report of {request_id} is no longer available", slug="gone")
-    return FileResponse(path, media_type="text/html")
+    return HTMLResponse(audit_page_with_verification(Path(path), settings, request_id, str(request.base_url)))

@@ -4,6 +4,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import EnqueueDep, SessionDep, SettingsDep, page_limit
@@ -13,7 +14,7 @@ from app.model_registry import service
 from app.model_registry.schemas import UPLOAD_FORM_SCHEMA, ModelOut, ModelTrainCreate, ModelVersionOut
 from app.model_registry.upload import receive_upload
 from app.schemas import Cursor, Limit, Page
-from core.db.models import ModelStatus
+from core.db.models import ModelStatus, ModelVersion
 from core.tasks import TRAIN_BASE_MODEL_TASK
 
 router = APIRouter(tags=["models"])
@@ -122,18 +123,17 @@ def _etag_matches(if_none_match: str, etag: str) -> bool:
     return any(c == "*" or c.removeprefix("W/") == etag for c in candidates)
 
 
-@router.get(
-    "/v1/model-versions/{version_id}/checkpoint",
-    response_class=FileResponse,
-    responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "The safetensors file."},
-        304: {"description": "Not modified (If-None-Match matched the ETag)."},
-    },
-)
-def download_checkpoint(version_id: str, request: Request, session: SessionDep, _: ModelsRead) -> Response:
-    """Stream the checkpoint; `ETag` is the quoted sha256 of the file."""
-    version = service.get_version(session, version_id)
-    path, etag = version.checkpoint_uri, f'"{version.sha256}"'
+CHECKPOINT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}}, "description": "The safetensors file."},
+    304: {"description": "Not modified (If-None-Match matched the ETag)."},
+    410: {"description": "The version was retired: it still holds samples a later version forgot."},
+}
+
+
+def _serve_checkpoint(version: ModelVersion, request: Request, session: Session) -> Response:
+    """Stream the checkpoint of a live version; `ETag` is the quoted sha256 of the file."""
+    service.refuse_retired(version)
+    version_id, path, etag = version.id, version.checkpoint_uri, f'"{version.sha256}"'
     session.rollback()  # end the read transaction before streaming
     if _etag_matches(request.headers.get("if-none-match", ""), etag):
         return Response(status_code=304, headers={"ETag": etag})
@@ -147,3 +147,17 @@ def download_checkpoint(version_id: str, request: Request, session: SessionDep, 
         filename=f"{version_id}.safetensors",
         headers={"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"},
     )
+
+
+@router.get(
+    "/v1/model-versions/{version_id}/checkpoint", response_class=FileResponse, responses=CHECKPOINT_RESPONSES
+)
+def download_checkpoint(version_id: str, request: Request, session: SessionDep, _: ModelsRead) -> Response:
+    """The version's safetensors checkpoint; 410 once the version is retired."""
+    return _serve_checkpoint(service.get_version(session, version_id), request, session)
+
+
+@router.get("/v1/models/{model_id}/checkpoint", response_class=FileResponse, responses=CHECKPOINT_RESPONSES)
+def download_head_checkpoint(model_id: str, request: Request, session: SessionDep, _: ModelsRead) -> Response:
+    """The checkpoint of the model's current head version."""
+    return _serve_checkpoint(service.head_version(session, model_id), request, session)

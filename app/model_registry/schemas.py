@@ -4,6 +4,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, computed_field
 
 from app.schemas import StrictModel, Text
+from core.db import VersionState
 from models.spec import Architecture
 
 
@@ -83,6 +84,11 @@ class ModelVersionOut(BaseModel):
     metrics: dict[str, Any]
     job_id: str | None
     created_at: datetime
+    state: VersionState
+    retired_at: datetime | None
+    retired_by: str | None
+    purge_after: datetime | None
+    purged_at: datetime | None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

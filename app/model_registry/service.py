@@ -168,6 +168,39 @@ def get_version(session: Session, version_id: str) -> ModelVersion:
     return get_or_404(session, ModelVersion, version_id, "model version")
 
 
+def head_version(session: Session, model_id: str) -> ModelVersion:
+    model = get_model(session, model_id)
+    if model.head_version_id is None:
+        raise ProblemError(
+            409, f"model {model_id} is {model.status} and has no version yet", slug="model-not-ready"
+        )
+    return get_version(session, model.head_version_id)
+
+
+def refuse_retired(version: ModelVersion) -> None:
+    """410 for a retired version: it still holds samples that a later version forgot."""
+    if version.retired_at is None:
+        return
+    purge = (
+        f"its file was purged at {version.purged_at.isoformat()}"
+        if version.purged_at is not None
+        else f"its file is purged at {version.purge_after.isoformat() if version.purge_after else 'once due'}"
+    )
+    raise ProblemError(
+        410,
+        f"version {version.id} was retired at {version.retired_at.isoformat()}: it still holds samples that "
+        f"its successor {version.retired_by} forgot; {purge}. Download the model's current head instead "
+        f"(/v1/models/{version.model_id}/checkpoint).",
+        slug="version-retired",
+        title="Version retired",
+        errors=[
+            error_item(
+                "version_id", f"retired; successor {version.retired_by}", where="path", value=version.id
+            )
+        ],
+    )
+
+
 def list_models(
     session: Session,
     secret: str,

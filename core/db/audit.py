@@ -6,7 +6,6 @@ are serialised: on PostgreSQL by a transaction-scoped advisory lock, on SQLite b
 transaction takes (see core.db.session). `prev_hash` is unique, so a fork is refused by the database.
 """
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,8 +16,8 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from core.db.models import AuditEvent, utcnow
+from core.evidence import EVENT_FIELDS, GENESIS_HASH, canonical_json, event_hash
 
-GENESIS_HASH = "0" * 64
 _PG_AUDIT_LOCK_KEY = 0x756E6C6561726E  # "unlearn"
 
 
@@ -40,13 +39,11 @@ class AuditEventType(StrEnum):
     version_created = "version.created"
     report_issued = "report.issued"
     checkpoint_deleted = "checkpoint.deleted"
+    version_retired = "version.retired"
+    checkpoint_purged = "checkpoint.purged"
+    derived_data_purged = "derived_data.purged"
     api_key_created = "api_key.created"
     api_key_revoked = "api_key.revoked"
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no whitespace, UTF-8 kept: the byte string that is hashed."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _iso(value: datetime) -> str:
@@ -69,8 +66,7 @@ def event_payload(event: AuditEvent) -> dict[str, Any]:
 
 
 def compute_event_hash(event: AuditEvent) -> str:
-    content = event.prev_hash + canonical_json(event_payload(event))
-    return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
+    return event_hash(event_payload(event))
 
 
 def append_audit_event(
@@ -109,19 +105,7 @@ def append_audit_event(
     return row
 
 
-_COLUMNS = (
-    "id",
-    "created_at",
-    "event",
-    "actor",
-    "request_id",
-    "model_id",
-    "version_id",
-    "job_id",
-    "data",
-    "prev_hash",
-    "hash",
-)
+_COLUMNS = ("id", *EVENT_FIELDS, "hash")
 
 
 @dataclass(frozen=True)

@@ -74,12 +74,6 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
 
 
-class DatasetFormat(StrEnum):
-    imagefolder = "imagefolder"
-    digits = "digits"
-    npz = "npz"
-
-
 class Split(StrEnum):
     train = "train"
     val = "val"
@@ -109,6 +103,14 @@ ACTIVE_REQUEST_STATUSES = frozenset({RequestStatus.queued, RequestStatus.running
 class RequestKind(StrEnum):
     samples = "samples"
     class_ = "class"
+
+
+class VersionState(StrEnum):
+    """Derived from the retirement columns of `model_versions`."""
+
+    live = "live"
+    retired = "retired"
+    purged = "purged"
 
 
 class JobKind(StrEnum):
@@ -192,6 +194,19 @@ class ModelVersion(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column()
+    """Set when a later version forgot samples this one still holds: it is no longer served."""
+    retired_by: Mapped[str | None] = mapped_column(String(40))
+    """The version whose commit retired this one."""
+    purge_after: Mapped[datetime | None] = mapped_column(index=True)
+    purged_at: Mapped[datetime | None] = mapped_column()
+    """When the checkpoint file was deleted from storage."""
+
+    @property
+    def state(self) -> VersionState:
+        if self.purged_at is not None:
+            return VersionState.purged
+        return VersionState.retired if self.retired_at is not None else VersionState.live
 
 
 class Job(Base):
@@ -312,6 +327,21 @@ class AuditEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditCheckpoint(Base):
+    """A signed head of the audit chain (`core.db.checkpoints`): the event id and hash at `signed_at`,
+    and the detached Ed25519 signature (`core.evidence`) over that document."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ckp"))
+    event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("audit_events.id"), index=True)
+    event_hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime] = mapped_column()
+    reason: Mapped[str] = mapped_column(String(16))  # certificate | schedule
+    kid: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[dict[str, Any]] = mapped_column()
 
 
 class ApiKey(Base):

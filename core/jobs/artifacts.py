@@ -82,14 +82,18 @@ def ids_digest(sample_ids: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(sample_ids)).encode()).hexdigest()
 
 
-def split_record(splits: UnlearningSplits, excluded: frozenset[str]) -> dict[str, Any]:
+def split_record(
+    splits: UnlearningSplits, excluded: frozenset[str], forget_ids: list[str] | None = None
+) -> dict[str, Any]:
+    """The sets a job (or, with `forget_ids`, one request of it) was audited on, as counts and digests."""
+    forget = list(splits.forget.sample_ids) if forget_ids is None else forget_ids
     return {
-        "forget": len(splits.forget),
+        "forget": len(forget),
         "retain": len(splits.retain),
         "val": len(splits.val),
         "test": len(splits.test),
         "excluded_tombstones": len(excluded),
-        "forget_ids_sha256": ids_digest(list(splits.forget.sample_ids)),
+        "forget_ids_sha256": ids_digest(forget),
         "retain_ids_sha256": ids_digest(list(splits.retain.sample_ids)),
         "forget_class": splits.forget_class,
     }

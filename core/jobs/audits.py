@@ -1,4 +1,12 @@
-"""The audit reports of an unlearn job: one per request it serves, plus the HTML page of each."""
+"""The audit reports of an unlearn job: one per request it serves, all cut from the job's shared work.
+
+Each model of the job (the parent, the new version, the optional retrained reference) predicts the job's
+splits once. A request's report is computed from those predictions, its forget set being its own rows of
+the job's forget set; its retain, val and test sets are the job's (the other requests' samples are not
+retain data for it either). The plots of the HTML pages are drawn once per job, on the job's whole forget
+set, and each request's page carries its own figures with them: a burst of coalesced requests costs one
+set of predictions and plots, not one per request.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +14,49 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.jobs.artifacts import split_record, splits_for, torch_threads
+from core.jobs.artifacts import split_record, torch_threads
 from core.jobs.claim import JobClaim
 from core.jobs.runtime import JobRuntime
 
 if TYPE_CHECKING:
     from models.base import Classifier
-    from unlearning.audit import AuditReport
+    from unlearning.audit import AuditProbs, AuditReport, AuditResult
     from unlearning.data import Dataset, UnlearningSplits
 
 log = logging.getLogger(__name__)
 
 
+def job_probs(model: Classifier, splits: UnlearningSplits, device: Any) -> AuditProbs:
+    """The model's softmax outputs on the job's four splits."""
+    from unlearning.audit import AuditProbs, SplitProbs
+    from unlearning.training import predict_probs
+
+    def outputs(name: str) -> SplitProbs:
+        image_set = getattr(splits, name)
+        probs = predict_probs(model, image_set, device=device)
+        return SplitProbs.of(probs.detach().cpu().double().numpy(), image_set.labels.cpu().numpy())
+
+    return AuditProbs(
+        forget=outputs("forget"),
+        retain=outputs("retain"),
+        val=outputs("val"),
+        test=outputs("test"),
+        num_classes=splits.num_classes,
+        forget_class=splits.forget_class,
+    )
+
+
+def cut_forget(probs: AuditProbs, rows: list[int]) -> AuditProbs:
+    """The same outputs with the forget set narrowed to `rows` (one request's samples)."""
+    from dataclasses import replace
+
+    from unlearning.audit import SplitProbs
+
+    return replace(probs, forget=SplitProbs(probs.forget.probs[rows], probs.forget.labels[rows]))
+
+
 class RequestAudits:
-    """One audit report per request: parent vs new version (vs the reference) on that request's own
-    forget set; the other requests' samples of the same job are excluded from its retain set."""
+    """Predictions of every model of the job, once; then one report per request (see the module doc)."""
 
     def __init__(
         self,
@@ -32,67 +68,102 @@ class RequestAudits:
         new_model: Classifier,
         reference_model: Classifier | None,
     ) -> None:
-        from unlearning.audit import audit_model
+        from unlearning.audit import metrics_from_probs
         from unlearning.training import pick_device
 
         self.claim, self.runtime, self.dataset, self.splits = claim, runtime, dataset, splits
-        self.parent, self.new_model, self.reference_model = parent, new_model, reference_model
         self.device = pick_device()
-        self.audit_model = audit_model
         self.html_pages: dict[str, str] = {}
         """request id -> its HTML audit page, for the reports `reports` rendered."""
         runtime.progress(0.8, "auditing")
-        self.job_after = audit_model(new_model, splits, device=self.device)
+        models = {"before": parent, "after": new_model, "reference": reference_model}
+        self.probs = {role: job_probs(model, splits, self.device) for role, model in models.items() if model}
+        self.job_results = {role: metrics_from_probs(probs) for role, probs in self.probs.items()}
+        self.job_after = self.job_results["after"]
+
+    def _request_forget(self, sample_ids: tuple[str, ...]) -> tuple[list[str], list[int]]:
+        """The request's own forget samples (without tombstones) and their rows in the job's forget set."""
+        if len(self.claim.requests) == 1:
+            own = list(self.splits.forget.sample_ids)
+            return own, list(range(len(own)))
+        row_of = {sample: row for row, sample in enumerate(self.splits.forget.sample_ids)}
+        own = [sample for sample in dict.fromkeys(sample_ids) if sample in row_of]
+        return own, [row_of[sample] for sample in own]
+
+    def _results(self, rows: list[int]) -> dict[str, AuditResult]:
+        from unlearning.audit import metrics_from_probs
+
+        if len(rows) == len(self.splits.forget):
+            return self.job_results
+        return {role: metrics_from_probs(cut_forget(probs, rows)) for role, probs in self.probs.items()}
 
     def reports(self, provenance: dict[str, Any], pages_dir: Path | None = None) -> dict[str, dict[str, Any]]:
         """The JSON report of each request; with `pages_dir`, also its HTML page there."""
         from unlearning.audit import AuditReport
         from unlearning.types import Cancelled
 
-        claim, excluded = self.claim, self.claim.tombstones
+        claim = self.claim
+        plots = self._job_plots() if pages_dir is not None else None
         reports: dict[str, dict[str, Any]] = {}
         for index, request in enumerate(claim.requests):
             if self.runtime.should_stop():
                 raise Cancelled("stop requested while auditing")
             self.runtime.progress(0.8 + 0.19 * index / len(claim.requests), "auditing")
-            if len(claim.requests) == 1:
-                request_splits, after = self.splits, self.job_after
-            else:
-                own = [sample for sample in dict.fromkeys(request.sample_ids) if sample not in excluded]
-                if not own:
-                    continue
-                others = frozenset(claim.forget_ids) - frozenset(own)
-                request_splits = splits_for(self.dataset, claim, forget_ids=own, excluded=excluded | others)
-                after = self.audit_model(self.new_model, request_splits, device=self.device)
-            before = self.audit_model(self.parent, request_splits, device=self.device)
-            reference = (
-                self.audit_model(self.reference_model, request_splits, device=self.device)
-                if self.reference_model is not None
-                else None
-            )
+            own, rows = self._request_forget(request.sample_ids)
+            if not own:
+                continue
+            results = self._results(rows)
             record = {
                 **provenance,
                 "request_id": request.id,
                 "device": str(self.device),
                 "torch_threads": torch_threads(),
-                "sets": split_record(request_splits, excluded),
+                "sets": split_record(self.splits, claim.tombstones, own),
             }
-            report = AuditReport(before=before, after=after, reference=reference, provenance=record)
+            report = AuditReport(
+                before=results["before"],
+                after=results["after"],
+                reference=results.get("reference"),
+                provenance=record,
+            )
             reports[request.id] = report.to_dict()
             if pages_dir is not None:
                 page = pages_dir / f"{request.id}-{claim.job_id}-a{claim.attempt}.html"
-                if write_audit_page(report, page, self.dataset.class_names):
+                if write_audit_page(report, page, self.dataset.class_names, plots):
                     self.html_pages[request.id] = str(page)
         return reports
 
+    def _job_plots(self) -> str | None:
+        """The plots section of the pages, drawn once on the job's whole forget set."""
+        from unlearning.audit import AuditReport
+        from unlearning.audit.html import plots_section
 
-def write_audit_page(report: AuditReport, path: Path, class_names: list[str]) -> bool:
+        job_report = AuditReport(
+            before=self.job_results["before"],
+            after=self.job_results["after"],
+            reference=self.job_results.get("reference"),
+        )
+        try:
+            section = plots_section(job_report, self.dataset.class_names)
+        except Exception:
+            log.exception("could not draw the plots of job %s", self.claim.job_id)
+            return None
+        if len(self.claim.requests) > 1:
+            note = (
+                f"The plots show the job's whole forget set ({len(self.splits.forget)} samples of "
+                f"{len(self.claim.requests)} coalesced requests); the tables above are this request's own."
+            )
+            section = f'<p class="note">{note}</p>' + section
+        return section
+
+
+def write_audit_page(report: AuditReport, path: Path, class_names: list[str], plots: str | None) -> bool:
     """Render the report's HTML page to `path`. False (logged) when it cannot: the page is a view of the
     JSON report, which stays the record, so a plotting failure must not fail the job."""
     from unlearning.audit.html import render_html
 
     try:
-        page = render_html(report, class_names=class_names)
+        page = render_html(report, class_names=class_names, plots=plots)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
         partial.write_text(page, encoding="utf-8")

@@ -46,6 +46,18 @@ class ClaimStatus(StrEnum):
     busy = "busy"  # another worker runs a job for this model and its heartbeat is fresh
     idle = "idle"  # nothing to do for this model
     not_ready = "not_ready"  # the model has no usable head version (training, or failed)
+    waiting = "waiting"  # queued requests wait out the coalescing window (`retry_in_s`)
+
+
+@dataclass(frozen=True)
+class ClaimPolicy:
+    """The settings a claim runs under."""
+
+    heartbeat_stale_s: float
+    max_attempts: int
+    coalesce_window_s: float = 0.0
+    """A new unlearn job starts once its oldest request has waited this long, so a burst of requests
+    on the model shares one run; 0 starts at once."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,8 @@ class ClaimOutcome:
     status: ClaimStatus
     claim: JobClaim | None = None
     detail: str = ""
+    retry_in_s: float | None = None
+    """`waiting`: when to ask again."""
 
 
 # -- the shared clock expressions (the claim and the reaper use the same ones) ----------------------------
@@ -269,19 +283,13 @@ def _fail_waiting_on_unusable_model(
 
 
 def claim_unlearn_job(
-    session: Session,
-    model_id: str,
-    *,
-    worker_id: str,
-    now: datetime,
-    heartbeat_stale_s: float,
-    max_attempts: int,
+    session: Session, model_id: str, *, worker_id: str, now: datetime, policy: ClaimPolicy
 ) -> ClaimOutcome:
     """Claim the model's next unlearning job (see the module docstring)."""
     model = lock_model(session, model_id)
     if model is None:
         return ClaimOutcome(ClaimStatus.idle, detail=f"model {model_id!r} does not exist")
-    open_jobs = _open_jobs(session, model_id, JobKind.unlearn, now, heartbeat_stale_s)
+    open_jobs = _open_jobs(session, model_id, JobKind.unlearn, now, policy.heartbeat_stale_s)
     if busy := _busy(open_jobs):
         return busy
 
@@ -308,8 +316,8 @@ def claim_unlearn_job(
         attached = _without_cancelled(session, active_requests_of_job(session, candidate.id), now, worker_id)
         if not attached:
             lifecycle.job_cancelled(session, candidate, now, actor=worker_id, cancelled=[])
-        elif candidate.attempts >= max_attempts:
-            error = _exhausted(candidate, max_attempts)
+        elif candidate.attempts >= policy.max_attempts:
+            error = _exhausted(candidate, policy.max_attempts)
             lifecycle.job_failed(session, candidate, error, now, actor=worker_id)
             for request in attached:
                 lifecycle.request_failed(session, request, error, now, actor=worker_id)
@@ -322,6 +330,11 @@ def claim_unlearn_job(
     if job is None:
         if not fresh:
             return ClaimOutcome(ClaimStatus.idle, detail="no queued requests")
+        waited_s = (now - fresh[0].received_at).total_seconds()
+        if waited_s < policy.coalesce_window_s:
+            remaining = policy.coalesce_window_s - waited_s
+            detail = f"{len(fresh)} request(s) wait {remaining:.2f} s more for others to share their run"
+            return ClaimOutcome(ClaimStatus.waiting, detail=detail, retry_in_s=remaining)
         job = lifecycle.job_created(session, model_id, JobKind.unlearn)
         members = [fresh.pop(0)]
         reason = "new"
@@ -375,13 +388,7 @@ def claim_unlearn_job(
 
 
 def claim_train_job(
-    session: Session,
-    model_id: str,
-    *,
-    worker_id: str,
-    now: datetime,
-    heartbeat_stale_s: float,
-    max_attempts: int,
+    session: Session, model_id: str, *, worker_id: str, now: datetime, policy: ClaimPolicy
 ) -> ClaimOutcome:
     """Claim the training of a base model (`models.status == training`); same rules as unlearning."""
     model = lock_model(session, model_id)
@@ -389,14 +396,14 @@ def claim_train_job(
         return ClaimOutcome(ClaimStatus.idle, detail=f"model {model_id!r} does not exist")
     if model.status != ModelStatus.training:
         return ClaimOutcome(ClaimStatus.idle, detail=f"model {model_id} is {model.status}")
-    open_jobs = _open_jobs(session, model_id, JobKind.train, now, heartbeat_stale_s)
+    open_jobs = _open_jobs(session, model_id, JobKind.train, now, policy.heartbeat_stale_s)
     if busy := _busy(open_jobs):
         return busy
     job: Job | None = None
     reason = "new"
     for candidate, _ in open_jobs:
-        if candidate.attempts >= max_attempts:
-            error = _exhausted(candidate, max_attempts)
+        if candidate.attempts >= policy.max_attempts:
+            error = _exhausted(candidate, policy.max_attempts)
             lifecycle.job_failed(session, candidate, error, now, actor=worker_id)
             lifecycle.model_training_failed(session, model, error, actor=worker_id, job_id=candidate.id)
             return ClaimOutcome(ClaimStatus.idle, detail=error["detail"])

@@ -59,8 +59,13 @@ def _report_digest(report: dict[str, Any]) -> dict[str, Any]:
     return {"report_sha256": hashlib.sha256(canonical_json(report).encode()).hexdigest()}
 
 
-def commit_unlearn_success(session: Session, claim: JobClaim, result: UnlearnResult, now: datetime) -> str:
-    """Raises LostClaim if the job is no longer ours, HeadMoved if the head changed under us. A second
+def commit_unlearn_success(
+    session: Session, claim: JobClaim, result: UnlearnResult, now: datetime, *, retire_grace_s: float = 0.0
+) -> str:
+    """The new version becomes the head and every earlier version, which still holds the forgotten
+    samples, is retired (its purge due after `retire_grace_s`).
+
+    Raises LostClaim if the job is no longer ours, HeadMoved if the head changed under us. A second
     version for the same job is impossible (`model_versions.job_id` is unique)."""
     model, job = owned_model_and_job(session, claim)
     if model.head_version_id != claim.parent_version_id:
@@ -102,6 +107,15 @@ def commit_unlearn_success(session: Session, claim: JobClaim, result: UnlearnRes
         for sample, request in new_tombstones.items()
     )
     requests = active_requests_of_job(session, claim.job_id)
+    lifecycle.versions_retired(
+        session,
+        model,
+        version,
+        now,
+        grace_s=retire_grace_s,
+        actor=claim.worker_id,
+        request_ids=[request.id for request in requests],
+    )
     for request in requests:
         report = result.reports.get(request.id)
         if report is not None:

@@ -29,15 +29,17 @@ from sqlalchemy.orm import Session
 from core.callbacks import Notify, deliver_in_background, write_session
 from core.db import JobKind, utcnow
 from core.jobs.artifacts import discard_earlier_attempts
-from core.jobs.claim import ClaimOutcome, JobClaim
+from core.jobs.claim import ClaimOutcome, ClaimPolicy, JobClaim
 from core.jobs.commit import FailureOutcome, commit_cancelled, commit_failure
 from core.jobs.fence import LostClaim
+from core.jobs.purge import purge_derived_copies, purge_due_checkpoints
 from core.jobs.retry import is_permanent, retry_backoff_s
 from core.jobs.runtime import JobRuntime
 from core.jobs.strategies import STRATEGIES, JobStrategy, Runner
 from core.problems import problem
 from core.settings import Settings, get_settings
 from core.tasks import Enqueue
+from unlearning.data.cache import cache_policy
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +64,12 @@ def claim_job(
     session: Session, kind: JobKind, model_id: str, worker_id: str, settings: Settings
 ) -> ClaimOutcome:
     """One claim of the model's `kind` job now, under the settings' heartbeat and attempt limits."""
-    return STRATEGIES[kind].claim(
-        session,
-        model_id,
-        worker_id=worker_id,
-        now=utcnow(),
+    policy = ClaimPolicy(
         heartbeat_stale_s=settings.heartbeat_stale_s,
         max_attempts=settings.max_attempts,
+        coalesce_window_s=settings.coalesce_window_s,
     )
+    return STRATEGIES[kind].claim(session, model_id, worker_id=worker_id, now=utcnow(), policy=policy)
 
 
 def run_jobs(
@@ -94,6 +94,8 @@ def run_jobs(
             claimed = claim_job(session, kind, model_id, worker_id, settings)
         if claimed.claim is None:
             log.info("%s %s: %s (%s)", strategy.task_name, model_id, claimed.status, claimed.detail)
+            if claimed.retry_in_s is not None:
+                enqueue(strategy.task_name, model_id, claimed.retry_in_s)
             break
         outcome = _run_claim(strategy, claimed.claim, settings, runner or strategy.run, enqueue, notify)
         outcomes.append(outcome)
@@ -135,7 +137,9 @@ def _run_claim(
     )
     try:
         try:
-            with runtime:  # heartbeats while the computation runs; stopped before the final write
+            # Heartbeats while the computation runs (stopped before the final write); no image-derived
+            # file is stored on disk meanwhile, so no copy of erased data outlives the job.
+            with runtime, cache_policy(settings.cache_root, persist=False):
                 result = runner(claim, runtime, settings.artifacts)
             checkpoint = Path(result.checkpoint_uri)
             if runtime.lost.is_set():
@@ -143,11 +147,11 @@ def _run_claim(
             if runtime.should_stop(force=True):
                 raise Cancelled("cancel requested before the results were written")
             version_id = _write(
-                settings, notify, lambda session: strategy.commit(session, claim, result, utcnow())
+                settings, notify, lambda session: strategy.commit(session, claim, result, utcnow(), settings)
             )
             log.info("job %s: version %s written", claim.job_id, version_id)
             _discard_earlier_attempts(settings.artifacts, claim)
-            _follow_up(strategy, claim, settings, enqueue)
+            _follow_up(strategy, claim, version_id, settings, enqueue)
             return JobOutcome(claim.job_id, "succeeded", version_id)
         except Cancelled:
             if runtime.lost.is_set():
@@ -221,9 +225,21 @@ def _record_failure(
     return JobOutcome(claim.job_id, "failed")
 
 
-def _follow_up(strategy: JobStrategy, claim: JobClaim, settings: Settings, enqueue: Enqueue) -> None:
-    """After a committed success; a failure here only logs (the reaper finds queued work by itself)."""
+def _follow_up(
+    strategy: JobStrategy, claim: JobClaim, version_id: str, settings: Settings, enqueue: Enqueue
+) -> None:
+    """After a committed success; a failure here only logs (the reaper finds queued work and due purges
+    by itself)."""
     try:
+        if strategy.purges:
+            purge_due_checkpoints(settings.database_url, utcnow(), actor=claim.worker_id)
+            purge_derived_copies(
+                settings.database_url,
+                settings.cache_root,
+                actor=claim.worker_id,
+                model_id=claim.model_id,
+                version_id=version_id,
+            )
         with write_session(settings.database_url, None) as session:
             task = strategy.follow_up(session, claim.model_id)
         if task is not None:

@@ -82,6 +82,7 @@ TABLES_IN_DELETE_ORDER = (
     "models",
     "samples",
     "datasets",
+    "audit_checkpoints",
     "audit_events",
     "api_keys",
 )

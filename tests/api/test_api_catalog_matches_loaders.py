@@ -1,85 +1,139 @@
-"""The torch-free catalogue the API registers datasets with agrees sample for sample with the loaders
-the worker trains on (ids, labels, splits), for every format and the options that change splits."""
+"""The samples the API stores when it registers a dataset are the samples the worker loads: both come from
+the one registry of formats (`unlearning.data.formats`), whose loaders list their source with the very
+function the API calls before decoding the rows listed. Checked for every registered format and the
+options that change splits, down to the API's `samples` table; and the API process never loads torch."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from unlearning.catalog import list_samples
+from unlearning.data.formats import FORMAT_NAMES, list_samples
+
+Source = tuple[str | None, dict[str, Any]]
+"""A dataset source as a `datasets` row holds it: uri and options."""
 
 
-def _catalog_rows(format: str, uri: str | None, options: dict) -> set[tuple[str, int, str]]:
-    return {(r.sample_id, r.label, r.split) for r in list_samples(format, uri, options).samples}
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoded images go to this test's own cache dir."""
+    monkeypatch.setenv("UNLEARN_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def _loader_rows(dataset) -> set[tuple[str, int, str]]:
-    return {(sid, int(label), split) for sid, label, split in dataset.iter_samples()}
-
-
-@pytest.mark.parametrize("options", [{}, {"seed": 3, "val_fraction": 0.1, "test_fraction": 0.3}])
-def test_digits(options) -> None:
-    from unlearning.data import load_digits
-
-    assert _catalog_rows("digits", None, options) == _loader_rows(load_digits(**options))
-
-
-def _write_images(root, layout):
+def _write_images(root: Path, layout: list[str]) -> None:
     for relative in layout:
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (4, 4), color=(len(relative) % 255, 0, 0)).save(path)
 
 
-@pytest.mark.parametrize(
-    "options",
-    [{}, {"seed": 7, "val_fraction": 0.25, "test_fraction": 0.25}, {"per_class_limits": {"train": 3}}],
-)
-def test_imagefolder_class_folders_with_seeded_holdouts(tmp_path, options) -> None:
-    from unlearning.data import load_imagefolder
-
-    _write_images(tmp_path / "wrapper", [f"{c}/{i:02d}.png" for c in ("ant", "bee", "cow") for i in range(9)])
-    (tmp_path / "wrapper" / "bee" / "notes.txt").write_text("not an image")
-    uri = str(tmp_path)
-    assert _catalog_rows("imagefolder", uri, options) == _loader_rows(load_imagefolder(uri, **options))
+def _digits_sources(_: Path) -> list[Source]:
+    return [(None, {}), (None, {"seed": 3, "val_fraction": 0.1, "test_fraction": 0.3})]
 
 
-def test_imagefolder_split_folders_and_tar_archive(tmp_path) -> None:
-    import tarfile
-
-    from unlearning.data import load_imagefolder
-
-    layout = [f"train/{c}/{i}.png" for c in ("a", "b") for i in range(6)] + [
-        f"test/{c}/t{i}.png" for c in "ab" for i in range(2)
-    ]
-    _write_images(tmp_path / "src" / "data", layout)
-    assert _catalog_rows("imagefolder", str(tmp_path / "src"), {}) == _loader_rows(
-        load_imagefolder(tmp_path / "src")
+def _imagefolder_sources(tmp_path: Path) -> list[Source]:
+    classes = tmp_path / "classes"
+    _write_images(classes / "wrapper", [f"{c}/{i:02d}.png" for c in ("ant", "bee", "cow") for i in range(9)])
+    (classes / "wrapper" / "bee" / "notes.txt").write_text("not an image")
+    splits = tmp_path / "splits"
+    _write_images(
+        splits / "data",
+        [f"train/{c}/{i}.png" for c in "ab" for i in range(6)]
+        + [f"test/{c}/t{i}.png" for c in "ab" for i in range(2)],
     )
     archive = tmp_path / "data.tar.gz"
     with tarfile.open(archive, "w:gz") as handle:
-        handle.add(tmp_path / "src" / "data", arcname="data")
-    assert _catalog_rows("imagefolder", str(archive), {}) == _loader_rows(load_imagefolder(archive))
+        handle.add(splits / "data", arcname="data")
+    return [
+        (str(classes), {}),
+        (str(classes), {"seed": 7, "val_fraction": 0.25, "test_fraction": 0.25}),
+        (f"file://{classes}", {"per_class_limits": {"train": 3}}),
+        (str(splits), {}),
+        (str(archive), {"seed": 1}),
+    ]
 
 
-def test_npz(tmp_path) -> None:
-    from unlearning.data import load_npz
-
+def _npz_sources(tmp_path: Path) -> list[Source]:
     path = tmp_path / "set.npz"
     np.savez(
         path,
         x=np.zeros((6, 1, 2, 2), np.uint8),
         y=np.array([2, 0, 1, 1, 0, 2]),
-        sample_id=np.array([f"s{i}" for i in range(6)]),
+        sample_id=np.array([f"s{i}" for i in (5, 3, 1, 0, 2, 4)]),
         split=np.array(["train", "val", "test"] * 2),
         class_names=np.array(["x", "y", "z"]),
     )
-    assert _catalog_rows("npz", str(path), {}) == _loader_rows(load_npz(path))
-    assert list_samples("npz", str(path), {}).class_names == ["x", "y", "z"]
+    return [(str(path), {})]
+
+
+SOURCES: dict[str, Callable[[Path], list[Source]]] = {
+    "digits": _digits_sources,
+    "imagefolder": _imagefolder_sources,
+    "npz": _npz_sources,
+}
+
+
+def _loaded_rows(format: str, uri: str | None, options: dict[str, Any]) -> list[tuple[str, int, str]]:
+    from unlearning.pipeline import load_dataset
+
+    return list(load_dataset(format, uri, **options).iter_samples())
+
+
+def test_every_registered_format_has_sources_here() -> None:
+    assert sorted(SOURCES) == sorted(FORMAT_NAMES)
+
+
+@pytest.mark.parametrize("format", sorted(SOURCES))
+def test_the_listing_is_what_the_loader_decodes(tmp_path: Path, format: str) -> None:
+    from unlearning.data.formats import load_dataset
+
+    for uri, options in SOURCES[format](tmp_path):
+        catalog = list_samples(format, uri, options)
+        dataset = load_dataset(format, uri, options)
+        listed = [(row.sample_id, row.label, row.split) for row in catalog.samples]
+        assert listed == list(dataset.iter_samples()), (uri, options)
+        assert catalog.class_names == dataset.class_names
+
+
+def test_the_samples_table_holds_what_the_worker_loads(client, admin, db, tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from core.db.models import Dataset, Sample
+    from core.db.session import session_scope
+
+    registered = []
+    for format, make_sources in SOURCES.items():
+        (tmp_path / format).mkdir()
+        for index, (uri, options) in enumerate(make_sources(tmp_path / format)):
+            body = {"name": f"{format}-{index}", "format": format, "uri": uri, "options": options}
+            response = client.post("/v1/datasets", json=body, headers=admin)
+            assert response.status_code == 201, response.text
+            registered.append(response.json()["id"])
+    with session_scope(db, readonly=True) as session:
+        for dataset_id in registered:
+            row = session.get(Dataset, dataset_id)
+            assert row is not None
+            stored = session.execute(
+                select(Sample.sample_id, Sample.label, Sample.split)
+                .where(Sample.dataset_id == dataset_id)
+                .order_by(Sample.id)
+            ).all()
+            # what the worker does with the row (core.jobs.artifacts.load_dataset_for)
+            loaded = _loaded_rows(row.format, row.uri, row.options)
+            assert [tuple(sample) for sample in stored] == loaded, (row.format, row.uri, row.options)
+
+
+def test_npz_class_names_come_from_the_file(tmp_path: Path) -> None:
+    (uri, options) = _npz_sources(tmp_path)[0]
+    assert list_samples("npz", uri, options).class_names == ["x", "y", "z"]
 
 
 def test_the_api_process_does_not_import_torch() -> None:

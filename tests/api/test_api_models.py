@@ -193,3 +193,39 @@ def test_models_list_paginates_and_filters(client, admin, digits_dataset) -> Non
     ).json()
     assert [m["id"] for m in first["data"] + second["data"]] == ids and second["next_cursor"] is None
     assert client.get("/v1/models", params={"status": "ready"}, headers=admin).json()["data"] == []
+
+
+def test_a_retired_version_answers_410_naming_its_successor(client, admin, ready_model, settings) -> None:
+    """A version that still holds samples a later version forgot is never served again; the model's
+    checkpoint route serves the head."""
+    from core import lifecycle
+    from core.db import Model, session_scope, utcnow
+
+    payload = b"the successor's weights"
+    path = settings.artifacts / "models" / ready_model.model_id / "v2.safetensors"
+    path.write_bytes(payload)
+    with session_scope(settings.database_url) as session:
+        model = session.get(Model, ready_model.model_id)
+        successor = lifecycle.version_created(
+            session,
+            model,
+            checkpoint_uri=str(path),
+            sha256=hashlib.sha256(payload).hexdigest(),
+            size_bytes=len(payload),
+            parent_id=ready_model.version_id,
+        )
+        lifecycle.versions_retired(
+            session, model, successor, utcnow(), grace_s=3600, actor="test", request_ids=["req_x"]
+        )
+        successor_id = successor.id
+
+    old = client.get(f"/v1/model-versions/{ready_model.version_id}/checkpoint", headers=admin)
+    problem = assert_problem(old, 410, "version_id")
+    assert successor_id in problem["detail"] and "retired" in problem["detail"]
+    assert ready_model.checkpoint.is_file(), "within the grace the file is kept, but never served"
+    shown = client.get(f"/v1/model-versions/{ready_model.version_id}", headers=admin).json()
+    assert shown["state"] == "retired" and shown["retired_by"] == successor_id and shown["purge_after"]
+    head = client.get(f"/v1/models/{ready_model.model_id}/checkpoint", headers=admin)
+    assert head.status_code == 200 and head.content == payload
+    assert head.headers["etag"] == f'"{hashlib.sha256(payload).hexdigest()}"'
+    assert_problem(client.get("/v1/models/mdl_missing/checkpoint", headers=admin), 404)

@@ -44,6 +44,18 @@ def test_settings_read_the_environment(monkeypatch, tmp_path) -> None:
         ({}, "UNLEARN_SERVER_SECRET"),
         ({"server_secret": "short"}, "UNLEARN_SERVER_SECRET"),
         ({"server_secret": "x" * 40, "database_url": "sqlite:///prod.db"}, "PostgreSQL"),
+        (
+            {"server_secret": "x" * 40, "database_url": "postgresql+psycopg://u@db/u"},
+            "UNLEARN_SIGNING_KEY_ID",
+        ),
+        (
+            {
+                "server_secret": "x" * 40,
+                "database_url": "postgresql+psycopg://u@db/u",
+                "signing_key_id": "k1",
+            },
+            "UNLEARN_SIGNING_KEYS_DIR",
+        ),
     ],
 )
 def test_production_refuses_unsafe_values(overrides, message, tmp_path) -> None:
@@ -54,7 +66,18 @@ def test_production_refuses_unsafe_values(overrides, message, tmp_path) -> None:
         var_dir=tmp_path,
         server_secret="x" * 40,
         database_url="postgresql+psycopg://u@db/unlearn",
+        signing_keys_dir=tmp_path / "keys",
+        signing_key_id="k1",
     )
+
+
+def test_signing_key_settings(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("UNLEARN_REVOKED_SIGNING_KEY_IDS", "k0, k1")
+    settings = Settings(var_dir=tmp_path, signing_key_id="k2")
+    assert settings.revoked_signing_key_ids == ["k0", "k1"]
+    assert settings.signing_keys == tmp_path / "signing-keys"
+    with pytest.raises(ValidationError, match="revoked"):
+        Settings(var_dir=tmp_path, signing_key_id="k1")
 
 
 def test_heartbeat_settings_must_be_consistent(tmp_path) -> None:

@@ -58,5 +58,16 @@ def test_per_class_breakdown() -> None:
 
 def test_empty_side_gives_a_reason_not_nan() -> None:
     summary = roc_summary(np.array([]), np.array([0.1, 0.2]))
-    assert summary.auc is None and summary.reason == "no members"
-    assert all(point.reason == "no members" for point in summary.tpr_at_low_fpr)
+    reason = "not measurable: needs at least 1 member, has 0"
+    assert summary.auc is None and summary.reason == reason
+    assert all(point.reason == reason for point in summary.tpr_at_low_fpr)
+    no_nonmembers = roc_summary(np.array([0.5]), np.array([]))
+    assert no_nonmembers.reason == "not measurable: needs at least 1 non-member, has 0"
+
+
+def test_a_class_without_members_says_why_it_has_no_auc() -> None:
+    by_class = per_class_roc(np.array([0.9]), np.array([1]), np.array([0.2, 0.3]), np.array([0, 1]), 3)
+    assert [row.auc is None for row in by_class] == [True, False, True]
+    assert by_class[0].reason == "not measurable: needs at least 1 member, has 0"
+    assert by_class[1].reason is None and by_class[1].auc == pytest.approx(1.0)
+    assert by_class[2].reason == "not measurable: needs at least 1 member, has 0"  # no sample at all

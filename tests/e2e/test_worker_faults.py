@@ -59,3 +59,49 @@ def test_sigkill_mid_job_is_recovered_exactly_once(embedded_stack: Any) -> None:
     artifacts = embedded_stack.var_dir / "artifacts" / "models" / model["id"]
     attempt_files = sorted(path.name for path in artifacts.glob(f"{new['job_id']}-a*.safetensors"))
     assert attempt_files == [f"{new['job_id']}-a2.safetensors"]
+
+    # The parent still holds the forgotten samples: retired, never served again, its file purged.
+    parent = next(version for version in versions if version["number"] == 1)
+    parent = ok(client.get(f"/v1/model-versions/{parent['id']}"), 200)
+    assert parent["state"] == "purged" and parent["retired_by"] == new["id"]
+    gone = client.get(f"/v1/model-versions/{parent['id']}/checkpoint")
+    assert gone.status_code == 410 and new["id"] in gone.json()["detail"]
+    assert not any(artifacts.glob(f"*{parent['job_id']}*")), "the retired version's file is purged"
+    head = client.get(f"/v1/models/{model['id']}/checkpoint")
+    assert head.status_code == 200 and head.headers["etag"] == f'"{new["sha256"]}"'
+
+
+GRACE_S = 6.0
+
+
+def test_worker_killed_before_a_due_purge_purges_once_it_recovers(embedded_stack_with: Any) -> None:
+    """Killed between the commit of the new version and the purge of the retired one (the purge waits
+    for its grace): the retired checkpoint is never served meanwhile, and the next worker purges it."""
+    stack = embedded_stack_with({"UNLEARN_RETIRED_VERSION_GRACE_S": str(GRACE_S)})
+    client = admin_client(stack)
+    model, train_ids = trained_digits_model(client)
+    parent_id = model["head_version_id"]
+    parent_file = stack.var_dir / "artifacts" / "models" / model["id"]
+    parent_files_before = {path.name for path in parent_file.glob("*.safetensors")}
+
+    created = ok(post_request(client, model["id"], train_ids[:10]), 202)
+    wait_for(client, f"/v1/deletion-requests/{created['id']}", {"succeeded"}, timeout_s=120)
+    worker = stack.child("worker")
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.process.wait(timeout=10)
+
+    parent = ok(client.get(f"/v1/model-versions/{parent_id}"), 200)
+    assert parent["state"] == "retired", "the kill came before the purge was due"
+    assert client.get(f"/v1/model-versions/{parent_id}/checkpoint").status_code == 410
+    time.sleep(max(0.0, GRACE_S - 1))
+    still_there = {path.name for path in parent_file.glob("*.safetensors")} & parent_files_before
+    assert still_there, "no worker ran: the due purge has not happened yet"
+
+    stack.start_worker()  # its reaper purges what is due on its first pass
+    deadline = time.monotonic() + 60
+    while ok(client.get(f"/v1/model-versions/{parent_id}"), 200)["state"] != "purged":
+        assert time.monotonic() < deadline, "the recovered worker did not purge the retired version"
+        time.sleep(0.2)
+    assert not {path.name for path in parent_file.glob("*.safetensors")} & parent_files_before
+    events = [event["event"] for event in all_pages(client, "/v1/audit-log", model_id=model["id"])]
+    assert events.count("version.retired") == 1 and events.count("checkpoint.purged") == 1

@@ -148,3 +148,14 @@ def succeed_request(
                 data=data,
             )
         return Succeeded(request.id, version.id, sha, forgotten, report)
+
+
+def tampered(value: Any) -> Any:
+    """Another value of the same kind (a string keeps its length; None and containers become "x")."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value + 0.5
+    if isinstance(value, str):
+        return value[:-1] + ("0" if value[-1:] != "0" else "1") if value else "x"
+    return "x"

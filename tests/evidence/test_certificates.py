@@ -1,22 +1,34 @@
 """Deletion certificates: issued only for a succeeded request, carrying a hash (not the IDs) of what was
-forgotten, the checkpoints, the audit figures and the audit-log events; any tampering fails verification."""
+forgotten, the checkpoints, the audit figures, the audit-log events and the signed checkpoint of the chain
+that covers them; any tampering fails verification (the offline checks: test_offline_verification.py)."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import hmac
 import json
 from typing import Any
 
-import pytest
 from api_helpers_loader import assert_problem
-from evidence_helpers import Succeeded, succeed_request, synthetic_report
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from evidence_helpers import succeed_request, synthetic_report, tampered
 
 from app.certificates.service import sign
+from core.evidence import sign_detached
 
 CERT = "/v1/deletion-requests/{}/certificate"
 VERIFY = "/v1/certificates/verify"
+LEGACY_FORMAT = "unlearn-service/deletion-certificate/v1"
+
+
+def _hmac(secret: str, certificate: dict[str, Any]) -> dict[str, str]:
+    """A v1 signature, as the service issued them before v2: HMAC-SHA256 over the canonical JSON."""
+    return {
+        "algorithm": "HMAC-SHA256",
+        "value": hmac.new(secret.encode(), _canonical(certificate), "sha256").hexdigest(),
+    }
 
 
 def _request(client, admin, body) -> str:
@@ -25,19 +37,7 @@ def _request(client, admin, body) -> str:
     return response.json()["id"]
 
 
-@pytest.fixture
-def succeeded(client, admin, ready_model, settings) -> Succeeded:
-    ids = ready_model.train_ids[10:17]
-    request_id = _request(
-        client,
-        admin,
-        {"model_id": ready_model.model_id, "sample_ids": ids, "external_ref": "gdpr-ticket-42"},
-    )
-    report = synthetic_report().to_dict()
-    return succeed_request(settings.database_url, settings.artifacts, request_id, report)
-
-
-def _independent_signature(secret: str, certificate: dict[str, Any]) -> str:
+def _canonical(value: Any) -> bytes:
     """The documented rule, written again: sorted keys, no spaces, integral numbers without a fraction."""
 
     def integral(value: Any) -> Any:
@@ -49,8 +49,20 @@ def _independent_signature(secret: str, certificate: dict[str, Any]) -> str:
             return [integral(v) for v in value]
         return value
 
-    text = json.dumps(integral(certificate), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+    return json.dumps(integral(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _independently_verified(jwks: dict[str, Any], content: dict[str, Any], signature: dict[str, Any]) -> bool:
+    """Ed25519 over the signature object without `value`, whose sha256 is that of the content."""
+    (jwk,) = [key for key in jwks["keys"] if key["kid"] == signature["kid"]]
+    public = Ed25519PublicKey.from_public_bytes(_b64url_decode(jwk["x"]))
+    unsigned = {name: value for name, value in signature.items() if name != "value"}
+    public.verify(_b64url_decode(signature["value"]), _canonical(unsigned))  # raises if it does not hold
+    return signature["sha256"] == hashlib.sha256(_canonical(content)).hexdigest()
 
 
 def test_certificate_carries_the_evidence_and_verifies(
@@ -90,13 +102,26 @@ def test_certificate_carries_the_evidence_and_verifies(
     assert cert["audit"]["report_sha256"] == issued["data"]["report_sha256"]
     assert client.get("/v1/audit-log/verify", headers=auditor).json()["ok"] is True
 
-    assert signed["signature"] == {
-        "algorithm": "HMAC-SHA256",
-        "value": _independent_signature(settings.server_secret, cert),
-    }
+    last = max(position["event_id"] for position in cert["audit_chain"])
+    checkpoint = cert["checkpoint"]
+    assert checkpoint["event_id"] >= last and by_id[checkpoint["event_id"]]["hash"] == checkpoint["hash"]
+    jwks = client.get("/.well-known/jwks.json").json()  # public: no API key
+    assert [(key["kid"], key["status"]) for key in jwks["keys"]] == [("dev", "active")]
+    assert signed["signature"]["algorithm"] == "EdDSA" and signed["signature"]["kid"] == "dev"
+    assert _independently_verified(jwks, cert, signed["signature"])
+    checkpoint_content = {name: value for name, value in checkpoint.items() if name != "signature"}
+    assert _independently_verified(jwks, checkpoint_content, checkpoint["signature"])
     verdict = client.post(VERIFY, json=signed, headers=auditor)
     assert verdict.status_code == 200 and verdict.json()["valid"] is True, verdict.text
-    assert succeeded.request_id in verdict.json()["reason"]
+    assert succeeded.request_id in verdict.json()["reason"] and verdict.json()["kid"] == "dev"
+
+    legacy_cert = {**{k: v for k, v in cert.items() if k != "checkpoint"}, "format": LEGACY_FORMAT}
+    legacy = {"certificate": legacy_cert, "signature": _hmac(settings.server_secret, legacy_cert)}
+    verdict = client.post(VERIFY, json=legacy, headers=auditor).json()
+    assert verdict["valid"] is True, verdict  # certificates issued before v2 still verify
+    legacy["certificate"]["external_ref"] = "gdpr-ticket-43"
+    verdict = client.post(VERIFY, json=legacy, headers=auditor).json()
+    assert verdict["valid"] is False and verdict["field"] == "signature", verdict
 
 
 def _leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -105,16 +130,6 @@ def _leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     if isinstance(value, list):
         return [leaf for index, item in enumerate(value) for leaf in _leaves(item, (*path, index))]
     return [path]
-
-
-def _tampered(value: Any) -> Any:
-    if isinstance(value, bool):
-        return not value
-    if isinstance(value, int | float):
-        return value + 0.5
-    if isinstance(value, str):
-        return value[:-1] + ("0" if value[-1:] != "0" else "1") if value else "x"
-    return "x"  # None
 
 
 def test_tampering_with_any_field_fails_verification(client, keys, succeeded) -> None:
@@ -127,25 +142,43 @@ def test_tampering_with_any_field_fails_verification(client, keys, succeeded) ->
         parent = forged["certificate"]
         for key in path[:-1]:
             parent = parent[key]
-        parent[path[-1]] = _tampered(parent[path[-1]])
+        parent[path[-1]] = tampered(parent[path[-1]])
         verdict = client.post(VERIFY, json=forged, headers=auditor).json()
-        assert verdict["valid"] is False, (path, verdict)
+        named = ".".join(str(part) for part in ("certificate", *path))
+        assert verdict["valid"] is False and verdict["field"] == named, (path, verdict)
 
     dropped = copy.deepcopy(signed)
     del dropped["certificate"]["external_ref"]
     added = copy.deepcopy(signed)
     added["certificate"]["note"] = "also forgot everything else"
     bad_signature = copy.deepcopy(signed)
-    bad_signature["signature"]["value"] = _tampered(signed["signature"]["value"])
+    bad_signature["signature"]["value"] = tampered(signed["signature"]["value"])
     other_algorithm = copy.deepcopy(signed)
     other_algorithm["signature"]["algorithm"] = "none"
-    foreign = copy.deepcopy(signed)
-    foreign["signature"]["value"] = sign("another-server-secret-0123456789abcdef", signed["certificate"])
-    non_hex = copy.deepcopy(signed)
-    non_hex["signature"]["value"] = "é" * 64  # compare_digest would raise TypeError on non-ASCII str
-    for forged in (dropped, added, bad_signature, other_algorithm, foreign, non_hex):
+    foreign = copy.deepcopy(signed)  # another key under the same key id
+    foreign["signature"] = sign_detached(
+        signed["certificate"], "dev", Ed25519PrivateKey.generate(), fields=True
+    )
+    non_ascii = copy.deepcopy(signed)
+    non_ascii["signature"]["value"] = "é" * 86
+    legacy = copy.deepcopy(signed)  # an HMAC signature on a v2 certificate
+    legacy["signature"] = {
+        "algorithm": "HMAC-SHA256",
+        "value": sign("another-server-secret-0123456789abcdef", signed["certificate"]),
+    }
+    expected = {
+        "dropped": (dropped, "certificate.external_ref"),
+        "added": (added, "certificate.note"),
+        "bad_signature": (bad_signature, "signature"),
+        "other_algorithm": (other_algorithm, "signature.algorithm"),
+        "foreign": (foreign, "signature"),
+        "non_ascii": (non_ascii, "signature.value"),
+        "legacy": (legacy, "certificate.format"),
+    }
+    for name, (forged, field) in expected.items():
         verdict = client.post(VERIFY, json=forged, headers=auditor).json()
-        assert verdict["valid"] is False and verdict["reason"], verdict
+        assert verdict["valid"] is False and verdict["reason"], (name, verdict)
+        assert verdict["field"].startswith(field), (name, verdict)
 
 
 def test_a_reserialised_certificate_still_verifies(client, keys, admin, ready_model, settings) -> None:
@@ -218,3 +251,25 @@ def test_class_request_certificate_hashes_the_class_tombstones(
         cert["forgotten"]["ids_sha256"]
         == hashlib.sha256("\n".join(sorted(done.forgotten)).encode()).hexdigest()
     )
+
+
+def test_the_audit_page_names_the_signing_key_and_the_offline_check(
+    client, admin, ready_model, settings, tmp_path
+) -> None:
+    body = {"model_id": ready_model.model_id, "sample_ids": ready_model.train_ids[20:23]}
+    created = client.post("/v1/deletion-requests", json=body, headers=admin).json()
+    page = tmp_path / "page.html"
+    page.write_text("<!DOCTYPE html><html><body><h1>Unlearning audit report</h1></body></html>")
+    succeed_request(
+        settings.database_url,
+        settings.artifacts,
+        created["id"],
+        synthetic_report().to_dict(),
+        html_uri=str(page),
+    )
+    response = client.get(f"/v1/deletion-requests/{created['id']}/audit.html", headers=admin)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    jwks = client.get("/.well-known/jwks.json").json()
+    active = [key["kid"] for key in jwks["keys"] if key.get("status", "active") == "active"]
+    assert active and any(kid in response.text for kid in active)
+    assert "unlearn verify" in response.text and "Unlearning audit report" in response.text

@@ -12,6 +12,7 @@ from ml_helpers import write_image
 from PIL import Image
 
 from unlearning.data import (
+    CatalogError,
     ForgetClassOutOfRange,
     ImageSet,
     SplitError,
@@ -22,6 +23,7 @@ from unlearning.data import (
     make_splits,
 )
 from unlearning.data.cifar import load_cifar10_slices
+from unlearning.pipeline import load_dataset
 
 
 def all_ids(dataset) -> list[str]:
@@ -211,6 +213,20 @@ def test_npz_errors_name_the_problem(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="duplicated.*'a'"):
         load_npz(path)
+
+
+def test_loaders_validate_options_as_the_api_does(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="unknown option 'colour'") as caught:
+        load_dataset("digits", colour=1)
+    assert caught.value.field == "options.colour"
+    with pytest.raises(CatalogError, match="must be < 1") as caught:
+        load_digits(val_fraction=0.7, test_fraction=0.5)
+    assert caught.value.field == "options.val_fraction"
+    with pytest.raises(CatalogError) as caught:
+        load_imagefolder(tmp_path, per_class_limits={"holdout": 1})
+    assert caught.value.field == "options.per_class_limits.holdout"
+    with pytest.raises(FileNotFoundError):
+        load_npz(tmp_path / "absent.npz")
 
 
 def test_make_splits_random_forgetting_and_tombstones() -> None:

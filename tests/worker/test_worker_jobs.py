@@ -3,11 +3,12 @@ the enqueue function is recorded instead of sent). Each test names the DESIGN se
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from worker_helpers import FAST_DAU, SeededModel, add_request, claim
 
 from core import jobs
@@ -310,3 +311,110 @@ def test_the_further_methods_run_through_the_worker(
         report = session.execute(select(AuditReport).where(AuditReport.request_id == request_id)).scalar_one()
         assert {"UA", "RA", "TA", "MIA"} <= set(report.report["after"])
     assert load_checkpoint(version.checkpoint_uri).metadata["method"] == method
+
+
+def test_a_permanent_error_fails_at_once_without_a_retry(settings: Any, seeded_model: SeededModel) -> None:
+    """Params that cannot parse (stored past the API) fail the job on its first attempt, with the reason."""
+    url = settings.database_url
+    request_id = add_request(
+        url, seeded_model.model_id, seeded_model.train_ids[:5], params={"iterations": "x"}
+    )
+    recorder = Recorder()
+    outcomes = run_jobs(JobKind.unlearn, seeded_model.model_id, settings=settings, enqueue=recorder)
+    assert [outcome.outcome for outcome in outcomes] == ["failed"]
+    assert recorder.calls == [], "no retry is scheduled"
+    row = request_row(url, request_id)
+    assert row.status == RequestStatus.failed and row.error is not None
+    assert row.error["attempts"] == 1 and "iterations" in row.error["detail"]
+    assert row.error["last_error"]["type"] == "urn:unlearn:problem:job-error"
+
+
+def test_success_retires_and_purges_every_earlier_version(settings: Any, seeded_model: SeededModel) -> None:
+    url = settings.database_url
+    parent_file = Path(version_row(url, seeded_model.version_id).checkpoint_uri)
+    assert parent_file.is_file()
+    add_request(url, seeded_model.model_id, seeded_model.train_ids[:5])
+    [first] = run_jobs(JobKind.unlearn, seeded_model.model_id, settings=settings, enqueue=Recorder())
+    parent = version_row(url, seeded_model.version_id)
+    assert parent.state == "purged" and parent.retired_by == first.version_id
+    assert not parent_file.exists()
+
+    add_request(url, seeded_model.model_id, seeded_model.train_ids[5:10])
+    [second] = run_jobs(JobKind.unlearn, seeded_model.model_id, settings=settings, enqueue=Recorder())
+    assert version_row(url, first.version_id).state == "purged"
+    assert version_row(url, second.version_id).state == "live"
+    with session_scope(url) as session:
+        events = session.execute(
+            select(AuditEvent.event, AuditEvent.version_id).where(
+                AuditEvent.event.in_(["version.retired", "checkpoint.purged"])
+            )
+        ).all()
+    assert sorted(events) == sorted(
+        [
+            ("version.retired", seeded_model.version_id),
+            ("checkpoint.purged", seeded_model.version_id),
+            ("version.retired", first.version_id),
+            ("checkpoint.purged", first.version_id),
+        ]
+    )
+    assert verify_audit_chain_ok(url)
+
+
+def test_a_grace_period_keeps_the_file_until_it_is_due(settings: Any, seeded_model: SeededModel) -> None:
+    from core.jobs.purge import purge_due_checkpoints
+
+    url = settings.database_url
+    graced = settings.model_copy(update={"retired_version_grace_s": 3600.0})
+    parent_file = Path(version_row(url, seeded_model.version_id).checkpoint_uri)
+    add_request(url, seeded_model.model_id, seeded_model.train_ids[:5])
+    run_jobs(JobKind.unlearn, seeded_model.model_id, settings=graced, enqueue=Recorder())
+    parent = version_row(url, seeded_model.version_id)
+    assert parent.state == "retired" and parent_file.is_file()
+    assert purge_due_checkpoints(url, utcnow(), actor="test") == []
+    assert parent.purge_after is not None
+    assert purge_due_checkpoints(url, parent.purge_after, actor="test") == [seeded_model.version_id]
+    assert not parent_file.exists() and version_row(url, seeded_model.version_id).state == "purged"
+
+
+def test_the_coalescing_window_lets_a_burst_share_one_job(settings: Any, seeded_model: SeededModel) -> None:
+    url = settings.database_url
+    windowed = settings.model_copy(update={"coalesce_window_s": 60.0})
+    first = add_request(url, seeded_model.model_id, seeded_model.train_ids[:2])
+    recorder = Recorder()
+    assert run_jobs(JobKind.unlearn, seeded_model.model_id, settings=windowed, enqueue=recorder) == []
+    [(task, model_id, countdown_s)] = recorder.calls
+    assert (task, model_id) == ("worker.process_model", seeded_model.model_id)
+    assert countdown_s is not None and 55 < countdown_s <= 60
+    others = [
+        add_request(url, seeded_model.model_id, seeded_model.train_ids[index : index + 2])
+        for index in range(2, 12, 2)
+    ]
+    assert request_row(url, first).status == RequestStatus.queued
+    # Once the oldest request has waited the window out, one job serves the whole burst.
+    with session_scope(url) as session:
+        session.execute(
+            update(DeletionRequest)
+            .where(DeletionRequest.id == first)
+            .values(received_at=utcnow() - timedelta(seconds=61))
+        )
+    outcomes = run_jobs(JobKind.unlearn, seeded_model.model_id, settings=windowed, enqueue=recorder)
+    assert [outcome.outcome for outcome in outcomes] == ["succeeded"]
+    for request_id in [first, *others]:
+        row = request_row(url, request_id)
+        assert row.status == RequestStatus.succeeded and row.result_version_id == outcomes[0].version_id
+    with session_scope(url) as session:
+        reports = session.execute(select(AuditReport)).scalars().all()
+        assert {report.request_id for report in reports} == {first, *others}
+        assert all(report.report["provenance"]["sets"]["forget"] == 2 for report in reports)
+
+
+def version_row(url: str, version_id: str) -> ModelVersion:
+    with session_scope(url) as session:
+        row = session.get(ModelVersion, version_id)
+        assert row is not None
+        return row
+
+
+def verify_audit_chain_ok(url: str) -> bool:
+    with session_scope(url) as session:
+        return verify_audit_chain(session).ok

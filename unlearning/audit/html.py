@@ -60,7 +60,11 @@ def tpr_cell(point: TprAtFpr) -> str:
 
 
 def attack_cell(attack: str, figure: str) -> Callable[[AuditResult], str]:
-    return lambda result: pct(getattr(result.attacks[attack], figure))
+    def cell(result: AuditResult) -> str:
+        value: float | None = getattr(result.attacks[attack], figure)
+        return pct(value) if value is not None else result.attacks[attack].reason or "n/a"
+
+    return cell
 
 
 def low_fpr_cell(index: int) -> Callable[[AuditResult], str]:
@@ -178,9 +182,16 @@ def set_sizes_line(result: AuditResult) -> str:
 
 
 def render_html(
-    report: AuditReport, *, class_names: Sequence[str] | None = None, title: str = "Unlearning audit report"
+    report: AuditReport,
+    *,
+    class_names: Sequence[str] | None = None,
+    title: str = "Unlearning audit report",
+    plots: str | None = None,
 ) -> str:
-    """The whole page as a string; `class_names` label the per-class plot (default: class indices)."""
+    """The whole page as a string; `class_names` label the per-class plot (default: class indices).
+
+    `plots`: a plots section drawn beforehand (`plots_section`), e.g. once for several reports of one job;
+    by default the report's own plots are drawn."""
     names = (
         list(class_names) if class_names is not None else [str(c) for c in range(report.after.num_classes)]
     )
@@ -197,7 +208,7 @@ def render_html(
 {summary_table(report)}
 <p class="note">{PROTOCOL_NOTE}</p>
 <h2>Plots</h2>
-{plots_section(report, names)}
+{plots if plots is not None else plots_section(report, names)}
 <h2>Provenance</h2>
 {provenance_table(report.provenance)}
 </body></html>

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from unlearning.audit.measurable import not_measurable
 from unlearning.audit.scores import FloatArray, IntArray
 
 LOW_FPRS = (0.01, 0.001)
@@ -40,7 +41,7 @@ class RocSummary:
     """max over thresholds of |TPR - FPR|."""
     tpr_at_low_fpr: list[TprAtFpr]
     reason: str | None
-    """Why auc is None (an empty side), else None."""
+    """Why auc is None (an empty side: 'not measurable: needs at least 1 member, has 0'), else None."""
 
 
 def roc_points(member_scores: FloatArray, nonmember_scores: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -69,7 +70,7 @@ def tpr_at_fpr(
 ) -> TprAtFpr:
     needed = int(np.ceil(1.0 / fpr_target - 1e-9))
     if n_nonmembers < needed:
-        reason = f"not measurable: needs at least {needed} non-members, has {n_nonmembers}"
+        reason = not_measurable(f"at least {needed} non-members", n_nonmembers)
         return unmeasured(fpr_target, n_members, n_nonmembers, reason)
     allowed = fpr <= fpr_target + 1e-12
     best = int(np.argmax(np.where(allowed, tpr, -1.0)))
@@ -90,7 +91,11 @@ def roc_summary(
 ) -> RocSummary:
     n_members, n_nonmembers = len(member_scores), len(nonmember_scores)
     if n_members == 0 or n_nonmembers == 0:
-        reason = "no members" if n_members == 0 else "no non-members"
+        reason = (
+            not_measurable("at least 1 member", n_members)
+            if n_members == 0
+            else not_measurable("at least 1 non-member", n_nonmembers)
+        )
         return RocSummary(
             n_members=n_members,
             n_nonmembers=n_nonmembers,
@@ -118,6 +123,9 @@ class ClassRoc:
     n_nonmembers: int
     auc: float | None
     max_tpr_fpr_gap: float | None
+    reason: str | None = None
+    """Why auc is None (no member or no non-member of the class: the rule for most classes of a
+    forget set of a few samples), else None."""
 
 
 def per_class_roc(
@@ -132,6 +140,13 @@ def per_class_roc(
     for c in range(num_classes):
         summary = roc_summary(member_scores[member_labels == c], nonmember_scores[nonmember_labels == c], ())
         rows.append(
-            ClassRoc(c, summary.n_members, summary.n_nonmembers, summary.auc, summary.max_tpr_fpr_gap)
+            ClassRoc(
+                c,
+                summary.n_members,
+                summary.n_nonmembers,
+                summary.auc,
+                summary.max_tpr_fpr_gap,
+                summary.reason,
+            )
         )
     return rows

@@ -8,7 +8,8 @@ needs no threshold: correct means member.
 
 A class with no shadow member or no shadow non-member (in class-wise forgetting the retain set has
 no sample of the forgotten class) falls back to one threshold chosen on all shadow data; such classes
-are listed in `fallback_classes`.
+are listed in `fallback_classes`. An empty set (no evaluation non-member, say) leaves every attack
+not measurable, with the reason, rather than raising.
 """
 
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from unlearning.audit.measurable import not_measurable
 from unlearning.audit.scores import (
     FloatArray,
     IntArray,
@@ -81,15 +83,22 @@ def per_class_thresholds(
 @dataclass(frozen=True)
 class ThresholdAttackResult:
     name: str
-    accuracy_pct: float
+    accuracy_pct: float | None
     """Balanced accuracy on the evaluation sets: (% forget called member + % non-members called not) / 2."""
-    forget_member_pct: float
+    forget_member_pct: float | None
     """Percent of forget samples called member (lower after good unlearning)."""
-    nonmember_member_pct: float
+    nonmember_member_pct: float | None
     """Percent of evaluation non-members called member (the attack's false-positive rate)."""
     thresholds: list[float] | None
     """Per-class thresholds on the attack's score; None for correctness."""
     fallback_classes: list[int]
+    reason: str | None = None
+    """Why the percentages are None (a set too small to fit or score the attack), else None."""
+
+
+def unmeasured_attacks(reason: str) -> dict[str, ThresholdAttackResult]:
+    """Every attack, not measurable for `reason`."""
+    return {name: ThresholdAttackResult(name, None, None, None, None, [], reason) for name in ATTACK_SCORES}
 
 
 def predict_member(
@@ -111,7 +120,7 @@ def metric_attacks(
 ) -> dict[str, ThresholdAttackResult]:
     """Fit every attack on the shadow pair, then attack forget (members) vs `eval_nonmembers`.
 
-    Each argument is a (probabilities N x C, labels N) pair; all four sets must be non-empty.
+    Each argument is a (probabilities N x C, labels N) pair; with an empty one, no attack is measurable.
     """
     for set_name, (_, labels) in (
         ("shadow member", shadow_members),
@@ -120,7 +129,7 @@ def metric_attacks(
         ("evaluation non-member", eval_nonmembers),
     ):
         if len(labels) == 0:
-            raise ValueError(f"metric attacks need a non-empty {set_name} set")
+            return unmeasured_attacks(not_measurable(f"at least 1 {set_name} sample", 0))
     results: dict[str, ThresholdAttackResult] = {}
     for name, score in ATTACK_SCORES.items():
         thresholds: list[float] | None = None

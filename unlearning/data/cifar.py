@@ -12,10 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from unlearning.data.cache import cache_key, cached_arrays, file_sha256, unpack_archive
-from unlearning.data.imagefolder import SplitPlan, class_files, dataset_from_arrays, decode_plan, resolve_root
-from unlearning.data.imageset import SPLITS, Dataset
+from unlearning.data.decode import decode_images, image_mode
+from unlearning.data.imagefolder import class_files, resolve_root
+from unlearning.data.imageset import SPLITS, Dataset, dataset_from_catalog
+from unlearning.data.listing import Catalog, SampleRow
 
 CIFAR10_ARCHIVE_SHA256 = "efac85c8ed52f4ead1e1f1b670d8dcf435d551fccebdd8b6365e0a01a504f3a4"
+
+SplitPlan = dict[str, list[tuple[str, int]]]
+"""split name -> [(path relative to root, label)] in a fixed order."""
 
 SliceRule = dict[str, tuple[str, int, int]]
 """output split -> (source folder, first index, end index) over each class's sorted files."""
@@ -99,3 +104,25 @@ def slice_plan(root: Path, rule: SliceRule) -> tuple[list[str], SplitPlan]:
             rows.extend((str(f.relative_to(root)), label) for f in files[start:stop])
         plan[split] = rows
     return class_names, plan
+
+
+def decode_plan(root: Path, class_names: list[str], plan: SplitPlan) -> dict[str, np.ndarray]:
+    """Decode every planned file into the arrays the cache stores: the images and the plan itself, so a
+    cached load lists no files."""
+    ordered = [row for split in SPLITS for row in plan[split]]
+    paths = [root / relative for relative, _ in ordered]
+    return {
+        "images": decode_images(paths, mode=image_mode(paths[0])),
+        "labels": np.array([label for _, label in ordered], dtype=np.int64),
+        "sample_ids": np.array([relative for relative, _ in ordered], dtype=str),
+        "split_sizes": np.array([len(plan[split]) for split in SPLITS], dtype=np.int64),
+        "class_names": np.array(class_names, dtype=str),
+    }
+
+
+def dataset_from_arrays(name: str, arrays: dict[str, np.ndarray]) -> Dataset:
+    sizes = arrays["split_sizes"].tolist()
+    splits = [split for split, size in zip(SPLITS, sizes, strict=True) for _ in range(size)]
+    rows = zip(arrays["sample_ids"].tolist(), arrays["labels"].tolist(), splits, strict=True)
+    catalog = Catalog(arrays["class_names"].tolist(), [SampleRow(*row) for row in rows])
+    return dataset_from_catalog(name, catalog, arrays["images"])

@@ -9,13 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from unlearning.folder_layout import is_image_name
-
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
-
-
-def is_image_file(path: Path) -> bool:
-    return path.is_file() and is_image_name(path)
 
 
 def image_mode(path: Path) -> str:

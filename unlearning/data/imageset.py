@@ -11,10 +11,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
 import torch
 from torch import Tensor
 
-SPLITS = ("train", "val", "test")
+from unlearning.data.folder_layout import SPLITS
+from unlearning.data.listing import Catalog
 
 
 @dataclass(frozen=True)
@@ -184,3 +186,24 @@ def make_dataset(
             )
     mean, std = channel_stats(train.images)
     return Dataset(name, class_names, train, val, test, mean, std)
+
+
+def dataset_from_catalog(name: str, catalog: Catalog, images: np.ndarray) -> Dataset:
+    """A `Dataset` whose ids, labels and splits are the catalog's: `images[i]` (uint8 C x H x W) holds the
+    pixels of `catalog.samples[i]`. Every loader ends here, after listing its source and decoding the rows
+    listed."""
+    rows = catalog.samples
+    if len(images) != len(rows):
+        raise ValueError(f"{len(images)} images for {len(rows)} listed samples")
+    pixels = torch.from_numpy(np.ascontiguousarray(images))
+    labels = torch.tensor([row.label for row in rows], dtype=torch.int64)
+    splits = np.array([SPLITS.index(row.split) for row in rows], dtype=np.int64)
+    sets = {}
+    for rank, split in enumerate(SPLITS):
+        index = np.flatnonzero(splits == rank)
+        if len(index) and index[-1] - index[0] + 1 == len(index):  # listed together: a view, not a copy
+            chosen: slice | Tensor = slice(int(index[0]), int(index[-1]) + 1)
+        else:
+            chosen = torch.from_numpy(index)
+        sets[split] = ImageSet(pixels[chosen], labels[chosen], [rows[i].sample_id for i in index.tolist()])
+    return make_dataset(name, catalog.class_names, sets["train"], sets["val"], sets["test"])

@@ -118,8 +118,12 @@ class Method(Generic[ConfigT]):
     Config: ClassVar[type[MethodConfig]]
 
     def run(
-        self, model: Classifier, splits: UnlearningSplits, config: ConfigT,
-        progress: Progress, should_stop: ShouldStop,
+        self,
+        model: Classifier,
+        splits: UnlearningSplits,
+        config: ConfigT,
+        progress: Progress,
+        should_stop: ShouldStop,
     ) -> tuple[Classifier, dict[str, Any]]:
         unlearned, info = self.unlearn(Job(model, splits, config, progress, should_stop))
         return finish(unlearned), info

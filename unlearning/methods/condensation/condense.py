@@ -193,8 +193,9 @@ def condensed_set(
         sums.index_add_(0, assignment.to(features.device), features)
         sizes = torch.bincount(assignment, minlength=count).to(features.device)
         means = sums / sizes[:, None]
-        images = condense(frozen, train.images, assignment, means, settings, progress=progress,
-                          should_stop=should_stop)
+        images = condense(
+            frozen, train.images, assignment, means, settings, progress=progress, should_stop=should_stop
+        )
         labels = torch.zeros(count, dtype=torch.int64).scatter_(0, assignment, train.labels)
         return CondensedSet(train.sample_ids, assignment, images, labels).to_arrays()
 
@@ -284,8 +285,12 @@ def reduce_retain(
 ) -> ReducedRetain:
     """Steps 1-3: the reduced retain set of `splits` under `model`, condensing or loading from the cache."""
     condensed, cache_hit = condensed_set(
-        model, splits.retain.concat(splits.forget), settings,
-        device=device, progress=progress, should_stop=should_stop,
+        model,
+        splits.retain.concat(splits.forget),
+        settings,
+        device=device,
+        progress=progress,
+        should_stop=should_stop,
     )
     return ReducedRetain(reduced_retain_set(condensed, splits), len(condensed.images), cache_hit)
 
@@ -294,7 +299,11 @@ def reduce_retain_in(job: Job[Any], settings: CondenseSettings, share: float) ->
     """`reduce_retain` as the `condense` stage of a method's run, on the first `share` of its progress bar."""
     with job.clock.stage("condense"):
         return reduce_retain(
-            job.model, job.splits, settings, device=job.device, should_stop=job.should_stop,
+            job.model,
+            job.splits,
+            settings,
+            device=job.device,
+            should_stop=job.should_stop,
             progress=job.progress_span(0.0, share),
         )
 
@@ -311,7 +320,11 @@ def condensed_retain_set(
     """The reduced retain set of `splits` under `model` (condensing or loading from the cache first):
     what DAU trains its cross-entropy term on with `retain_source="condensed"`."""
     reduced = reduce_retain(
-        model, splits, settings or CondenseSettings(),
-        device=device, progress=progress, should_stop=should_stop,
+        model,
+        splits,
+        settings or CondenseSettings(),
+        device=device,
+        progress=progress,
+        should_stop=should_stop,
     )
     return reduced.images

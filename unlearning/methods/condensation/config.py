@@ -12,13 +12,17 @@ class CondenseSettings(MethodConfig):
     """How the train set is condensed; part of the cache key (except `cache`)."""
 
     images_per_subclass: int = Field(
-        10, ge=1, le=10_000,
+        10,
+        ge=1,
+        le=10_000,
         description="Target sub-class size: K_c = ceil(n_c / this) (the paper's CIFAR runs: about 11). "
         "Smaller sub-classes leave more of them clean under scattered forgetting (random 10% forgetting "
         "leaves 0.9^10 = 35% of 10-image sub-classes clean, 59% of 5-image ones) but cost more to condense.",
     )
     steps: int = Field(
-        100, ge=0, le=100_000,
+        100,
+        ge=0,
+        le=100_000,
         description="Most Adam steps on the blend weights per chunk of sub-classes; a chunk stops early "
         "once its loss improves by less than `tolerance` (relative) over `CHECK_EVERY` steps.",
     )

@@ -93,7 +93,11 @@ class Condensation(Method[CondensationConfig]):
             )
             with job.clock.stage(stage):
                 student = train_model(
-                    student, reduced, recipe, device=job.device, should_stop=job.should_stop,
+                    student,
+                    reduced,
+                    recipe,
+                    device=job.device,
+                    should_stop=job.should_stop,
                     progress=job.progress_span(done, per_epoch * epochs, stage),
                 )
             done += per_epoch * epochs

@@ -67,7 +67,12 @@ class DauConfig(MethodConfig):
     )
     alpha: float = Field(3.0, ge=0, le=1000, description="Weight of the adversarial (membership) term.")
     lambda_bt: float = Field(
-        0.01, ge=0, le=1000, description="Weight of the Barlow Twins term; 0 gives the `dau-nobt` ablation."
+        0.01,
+        ge=0,
+        le=1000,
+        description="Weight of the Barlow Twins term; 0 gives the `dau-nobt` ablation. Left out when the "
+        "forget set is one sample: its batch is views of one image, whose feature spread is view noise, "
+        "not the sample-to-sample variation BT matches to the validation batch.",
     )
     bt_off_diagonal: float = Field(0.0051, ge=0, le=1, description="Barlow Twins off-diagonal weight.")
 
@@ -157,6 +162,38 @@ class DauConfig(MethodConfig):
         "of the original model's.",
     )
     retain_probe: int = Field(512, ge=16, le=100_000, description="Retain samples in the accuracy probe.")
+
+    # Small sets (`pools.py` says why each piece is there).
+    small_set_below: int = Field(
+        2,
+        ge=2,
+        le=100_000,
+        description="Forget sets of fewer samples play in small-set mode: the attacker learns membership "
+        "from shadow members (retain samples) instead of the forget set, the forget samples become views "
+        "(crop + flip as in base training, plus pixel noise) whose held-out part drives the stopping "
+        "check, and the defender pulls them to the non-members' median membership score. 2: exactly the "
+        "sets a split into training and held-out samples cannot serve (one forget sample, the everyday "
+        "deletion request); every larger set plays bit-identically to before, so the bench figures "
+        "stand. Higher values also serve sets of a few samples in this mode, whose sample split leaves a "
+        "held-out sample or two that the defender's adversarial term never sees.",
+    )
+    view_pool_size: int = Field(
+        64,
+        ge=8,
+        le=100_000,
+        description="Small-set mode: each of the n forget samples gives ceil(view_pool_size / n) views. "
+        "64 holds out 13 (holdout_fraction 0.2) for the stopping check and leaves a forget batch of 51, "
+        "below batch_size: an iteration costs no more than an ordinary one.",
+    )
+    view_noise: float = Field(
+        0.03,
+        ge=0,
+        le=0.5,
+        description="Small-set mode: std of the Gaussian pixel noise (in [0, 1] pixel space) added to every "
+        "view. It keeps the views of a small image distinct (crop and flip are off below 16 px) while "
+        "staying well inside the sample's neighbourhood (about 8 grey levels), so what the defender "
+        "unlearns on the views carries to the sample itself.",
+    )
 
     amp: bool = Field(True, description="bf16 autocast for the defender on CUDA (never on CPU).")
 

@@ -23,6 +23,14 @@ once alpha has dropped to 0 and retain accuracy is recovered.
 With `retain_source="condensed"` R is drawn from the condensation method's reduced retain set (built or
 loaded from the per-model-version cache first, in the run's time: stage `condense`); the retain-accuracy
 probe of the stopping rule stays on the real retain set, so both sources stop by the same measure.
+
+Small sets (forget sets below `small_set_below`, `pools.py` says why): F is views of the forget samples;
+the attacker steps on shadow members S (retain samples) against their own paired V, never on F; the
+defender's target is the non-members' median membership score instead of 0, and the stopping check is
+the attacker's held-out AUC of F against V; with one forget sample BT is left out (a batch of views of
+one image has no sample-to-sample spread to match):
+    attacker step:  min_A  BCE(A(p_S, s_S, y_S), 1) + BCE(A(p_V', s_V', y_V'), 0)
+    defender step:  min_D  CE(D(R), y_R) + alpha * BCE(A(p_F, s_F, y_F), sigmoid(median A(p_V, s_V, y_V)))
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ from unlearning.methods.condensation.condense import reduce_retain_in
 from unlearning.methods.dau.attacker import AttackInputs, MembershipAttacker
 from unlearning.methods.dau.barlow_twins import barlow_twins_loss
 from unlearning.methods.dau.config import DauConfig
-from unlearning.methods.dau.pools import AttackPools, PairSampler, build_pools, label_tokens
+from unlearning.methods.dau.pools import PairSampler, attack_sets, label_tokens
 from unlearning.methods.dau.sensitivity import sensitivity
 from unlearning.training import augment, autocast, memory_format_for
 from unlearning.types import Progress, ShouldStop
@@ -71,14 +79,30 @@ class HeldOut:
     attacker_accuracy: float
     forget_accuracy: float
     retain_accuracy: float
+    attacker_auc: float | None = None
+    """Small-set mode: ROC AUC of the attacker's logits, held-out forget views vs non-members."""
 
     def as_dict(self) -> dict[str, float]:
-        return {
+        point = {
             "iteration": self.iteration,
             "attacker_accuracy": round(self.attacker_accuracy, 4),
             "forget_accuracy": round(self.forget_accuracy, 2),
             "retain_accuracy": round(self.retain_accuracy, 2),
         }
+        if self.attacker_auc is not None:
+            point["attacker_auc"] = round(self.attacker_auc, 4)
+        return point
+
+    def at_chance(self, tolerance: float) -> bool:
+        """The attacker no better than a coin: its AUC (small sets) or accuracy within 0.5 +- tolerance."""
+        score = self.attacker_accuracy if self.attacker_auc is None else self.attacker_auc
+        return abs(score - 0.5) <= tolerance
+
+
+def roc_auc(member_scores: Tensor, nonmember_scores: Tensor) -> float:
+    """P(member score > non-member score), ties counting half: the area under the ROC curve."""
+    difference = member_scores[:, None] - nonmember_scores[None, :]
+    return ((difference > 0).float() + 0.5 * (difference == 0).float()).mean().item()
 
 
 def last_parameters(model: torch.nn.Module, fraction: float) -> list[torch.nn.Parameter]:
@@ -158,16 +182,14 @@ class _Game:
         self.attacker_optimiser = torch.optim.AdamW(
             self.attacker.parameters(), lr=config.attacker_lr, weight_decay=config.attacker_weight_decay
         )
-        self.pools: AttackPools = build_pools(
-            splits.forget.labels,
-            splits.val.labels,
-            forget_class=splits.forget_class,
-            class_nonmembers=config.class_nonmembers,
-            holdout_fraction=config.holdout_fraction,
-            holdout_max=config.holdout_max,
-            generator=self.rows,
-        )
-        self.pairs = PairSampler(self.pools, splits.val.labels, self.rows)
+        attack = attack_sets(splits, config=config, generator=self.rows)
+        self.attack, self.pools = attack, attack.pools
+        self.members, self.nonmembers, self.shadow = attack.members, attack.nonmembers, attack.shadow
+        """Members (splits.forget or its views), non-members (splits.val or its views) and, for small
+        sets, the shadow members the attacker learns membership from (`pools.py`)."""
+        self.lambda_bt = config.lambda_bt if len(splits.forget) >= 2 else 0.0
+        """Barlow Twins matches the spread of forget features over samples: one sample has none."""
+        self.pairs = PairSampler(self.pools, self.nonmembers.labels, self.rows)
         self.forget_batches = index_stream(len(self.pools.member_train), config.batch_size, self.rows)
         retain_batch = config.retain_batch_size or config.batch_size
         self.retain_batches = index_stream(len(retain), retain_batch, self.rows)
@@ -175,6 +197,10 @@ class _Game:
         self.retain_probe = torch.randperm(len(splits.retain), generator=self.rows)[:probe_size]
         self.member_tokens = label_tokens(self.pools.member_token_labels, self.num_classes).to(device)
         self.nonmember_tokens = label_tokens(self.pools.nonmember_token_labels, self.num_classes).to(device)
+        self.shadow_tokens = label_tokens(attack.shadow_token_labels, self.num_classes).to(device)
+        if self.shadow is not None:
+            shadow_batch = min(config.batch_size, len(self.pools.member_train))  # the forget batch's size
+            self.shadow_batches = index_stream(len(self.shadow), shadow_batch, self.rows)
 
     # -- the loop ---------------------------------------------------------------------------------------
 
@@ -202,7 +228,7 @@ class _Game:
                 held_out = self._evaluate(iteration)
             trace.append(held_out)
             recovered = held_out.retain_accuracy >= start_retain_accuracy - config.retain_tolerance
-            attack_won = abs(held_out.attacker_accuracy - 0.5) <= config.stop_tolerance
+            attack_won = held_out.at_chance(config.stop_tolerance)
             forgotten = attack_won or held_out.forget_accuracy <= config.class_forgotten_accuracy
             attack_phase_over = iteration >= config.class_alpha_iterations and forgotten
             if class_wise and alpha_off_at is None and attack_phase_over:
@@ -224,6 +250,7 @@ class _Game:
             "retain_probe_accuracy_start": round(start_retain_accuracy, 2),
             "max_defender_grad_norm": round(float(self.max_grad_norm), 3),
             "alpha_off_at": alpha_off_at,
+            "attack_pool": {**self.attack.describe(), "barlow_twins": self.lambda_bt > 0},
             "attacker_accuracy": {
                 "after_warmup": round(trace[0].attacker_accuracy, 4),
                 "final": round(trace[-1].attacker_accuracy, 4),
@@ -237,8 +264,11 @@ class _Game:
         steps = self.config.attacker_warmup
         if steps == 0:
             return
-        members = self._view(self.splits.forget, self.pools.member_train, self.member_tokens)
-        nonmembers = self._view(self.splits.val, self.pools.nonmember_train, self.nonmember_tokens)
+        if self.shadow is None:
+            members = self._view(self.members, self.pools.member_train, self.member_tokens)
+        else:
+            members = self._view(self.shadow, torch.arange(len(self.shadow)), self.shadow_tokens)
+        nonmembers = self._view(self.nonmembers, self.pools.nonmember_train, self.nonmember_tokens)
         half = min(self.config.batch_size, len(members), len(nonmembers))
         for step in range(steps):
             raise_if_stopped(should_stop, f"DAU attacker warm-up step {step}")
@@ -250,12 +280,12 @@ class _Game:
             progress(WARMUP_SHARE * (step + 1) / steps, "attacker_warmup")
 
     def _iteration(self, alpha: float) -> None:
-        config, splits = self.config, self.splits
+        config = self.config
         forget_rows = self.pools.member_train[next(self.forget_batches)]
-        val_rows = self.pairs.pair(splits.forget.labels[forget_rows])
+        val_rows = self.pairs.pair(self.members.labels[forget_rows])
         retain_rows = next(self.retain_batches)
-        x_f = self._batch(splits.forget.images[forget_rows])
-        x_v = self._batch(splits.val.images[val_rows])
+        x_f = self._batch(self.members.images[forget_rows])
+        x_v = self._batch(self.nonmembers.images[val_rows])
         x_r = self._batch(self.retain.images[retain_rows])
         y_r = self.retain.labels[retain_rows].to(self.device)
         if config.augment_retain:
@@ -278,17 +308,17 @@ class _Game:
             members = AttackInputs(p_f, s[: len(x_f)], self.member_tokens[forget_rows.to(self.device)])
             nonmembers = AttackInputs(p_v, s[len(x_f) :], self.nonmember_tokens[val_rows.to(self.device)])
             for _ in range(config.attacker_steps):
-                self._attacker_step(members.detach(), nonmembers)
+                self._attacker_step(*self._attacker_batch(members, nonmembers))
             self.attacker.eval()
             self.attacker.requires_grad_(False)
             adversarial = F.binary_cross_entropy_with_logits(
-                self.attacker(members), torch.zeros(len(members), device=self.device)
+                self.attacker(members), self._defender_target(nonmembers, len(members))
             )
             self.attacker.requires_grad_(True)
 
         loss = F.cross_entropy(logits_r.float(), y_r) + alpha * adversarial
-        if config.lambda_bt > 0:
-            loss = loss + config.lambda_bt * barlow_twins_loss(z_f, z_v, config.bt_off_diagonal)
+        if self.lambda_bt > 0:
+            loss = loss + self.lambda_bt * barlow_twins_loss(z_f, z_v, config.bt_off_diagonal)
         loss.backward()
         self.defender.mask_gradients()
         norm = torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm or float("inf"))
@@ -312,6 +342,28 @@ class _Game:
         loss.backward()
         self.attacker_optimiser.step()
         self.attacker_optimiser.zero_grad(set_to_none=True)
+
+    def _attacker_batch(
+        self, members: AttackInputs, nonmembers: AttackInputs
+    ) -> tuple[AttackInputs, AttackInputs]:
+        """What the attacker steps on: the game's own forget and paired validation batch, or in small-set
+        mode a batch of shadow members and their own paired non-members (it never trains on F)."""
+        if self.shadow is None:
+            return members.detach(), nonmembers
+        rows = next(self.shadow_batches)
+        paired = self.pairs.pair(self.shadow.labels[rows])
+        return (
+            self._view(self.shadow, rows, self.shadow_tokens),
+            self._view(self.nonmembers, paired, self.nonmember_tokens),
+        )
+
+    @torch.no_grad()
+    def _defender_target(self, nonmembers: AttackInputs, count: int) -> Tensor:
+        """The membership probability the defender pushes the forget batch to: 0 (non-saturating), or in
+        small-set mode that of the paired non-members' median logit, the game's equilibrium."""
+        if self.shadow is None:
+            return torch.zeros(count, device=self.device)
+        return torch.sigmoid(self.attacker(nonmembers).median()).expand(count)
 
     def _sensitivity(self, x: Tensor, probs: Tensor) -> Tensor:
         config = self.config
@@ -341,18 +393,20 @@ class _Game:
 
     @torch.no_grad()
     def _evaluate(self, iteration: int) -> HeldOut:
-        members = self._view(self.splits.forget, self.pools.member_holdout, self.member_tokens)
-        nonmembers = self._view(self.splits.val, self.pools.nonmember_holdout, self.nonmember_tokens)
+        members = self._view(self.members, self.pools.member_holdout, self.member_tokens)
+        nonmembers = self._view(self.nonmembers, self.pools.nonmember_holdout, self.nonmember_tokens)
         self.attacker.eval()
-        said_member = torch.cat([self.attacker(members), self.attacker(nonmembers)]) > 0
+        member_logits, nonmember_logits = self.attacker(members), self.attacker(nonmembers)
+        said_member = torch.cat([member_logits, nonmember_logits]) > 0
         truth = torch.cat([torch.ones(len(members)), torch.zeros(len(nonmembers))]).to(self.device).bool()
-        forget_labels = self.splits.forget.labels[self.pools.member_holdout].to(self.device)
+        forget_labels = self.members.labels[self.pools.member_holdout].to(self.device)
         forget_accuracy = (members.probs.argmax(1) == forget_labels).float().mean().item() * 100
         return HeldOut(
             iteration=iteration,
             attacker_accuracy=(said_member == truth).float().mean().item(),
             forget_accuracy=forget_accuracy,
             retain_accuracy=self._accuracy(self.splits.retain, self.retain_probe),
+            attacker_auc=None if self.shadow is None else roc_auc(member_logits, nonmember_logits),
         )
 
     @torch.no_grad()

@@ -18,7 +18,9 @@ class GanConfig(MethodConfig):
 
     latent_dim: int = Field(64, ge=1, le=1024, description="Size of the noise vector z.")
     width: int = Field(
-        16, ge=1, le=512,
+        16,
+        ge=1,
+        le=512,
         description="Channels of the generator's last block (and the discriminator's first); they double "
         "per block towards the seed. 16 keeps a 32x32 generator near 7 MMAC per image on two CPU cores.",
     )
@@ -38,7 +40,9 @@ class MultiGanConfig(MethodConfig):
     )
     gan: GanConfig = Field(default_factory=GanConfig, description="Both GANs' size and training budget.")
     forget_gan_steps: int | None = Field(
-        150, ge=1, le=1_000_000,
+        150,
+        ge=1,
+        le=1_000_000,
         description="Steps of the forget GAN (its data is usually ten times smaller); None = gan.steps.",
     )
     synthetic_retain_ratio: float = Field(

@@ -82,8 +82,12 @@ def synthesise(
         return ImageSet.empty(channels, size)
     frequencies = torch.bincount(label_source, minlength=gan.num_classes).float()
     conditions = torch.multinomial(frequencies, count, replacement=True, generator=generator)
-    images = torch.cat([gan.sample(part, generator).mul_(255).round_().to("cpu", torch.uint8)
-                        for part in conditions.split(SAMPLE_CHUNK)])
+    images = torch.cat(
+        [
+            gan.sample(part, generator).mul_(255).round_().to("cpu", torch.uint8)
+            for part in conditions.split(SAMPLE_CHUNK)
+        ]
+    )
     return ImageSet(images, conditions, [f"synthetic-{kind}/{index}" for index in range(count)])
 
 
@@ -132,8 +136,13 @@ class MultiGan(Method[MultiGanConfig]):
             gan_config = config.gan.model_copy(update={"steps": steps})
             with clock.stage(stage):
                 return train_gan(
-                    data, splits.num_classes, gan_config, device=job.device, generator=rng,
-                    progress=job.progress_span(done, STAGE_SHARES[stage], stage), should_stop=job.should_stop,
+                    data,
+                    splits.num_classes,
+                    gan_config,
+                    device=job.device,
+                    generator=rng,
+                    progress=job.progress_span(done, STAGE_SHARES[stage], stage),
+                    should_stop=job.should_stop,
                     stage=stage,
                 )
 
@@ -145,12 +154,18 @@ class MultiGan(Method[MultiGanConfig]):
 
         with clock.stage("synthesise"):
             synthetic_retain = synthesise(
-                retain_gan, round(config.synthetic_retain_ratio * len(splits.retain)), retain.labels,
-                kind="retain", generator=rng,
+                retain_gan,
+                round(config.synthetic_retain_ratio * len(splits.retain)),
+                retain.labels,
+                kind="retain",
+                generator=rng,
             )
             synthetic_forget = synthesise(
-                forget_gan, round(config.synthetic_forget_ratio * len(splits.forget)), splits.forget.labels,
-                kind="forget", generator=rng,
+                forget_gan,
+                round(config.synthetic_forget_ratio * len(splits.forget)),
+                splits.forget.labels,
+                kind="forget",
+                generator=rng,
             )
             original = job.working_copy().eval()
             parts, agreement = labelled_parts(
@@ -163,14 +178,20 @@ class MultiGan(Method[MultiGanConfig]):
         for part in parts.values():
             finetune_set = finetune_set.concat(part)
         recipe = TrainRecipe(
-            epochs=config.finetune_epochs, batch_size=config.batch_size, lr_max=config.lr_max,
-            augment=config.augment, seed=config.seed,
+            epochs=config.finetune_epochs,
+            batch_size=config.batch_size,
+            lr_max=config.lr_max,
+            augment=config.augment,
+            seed=config.seed,
         )
         with clock.stage("finetune"):
             tuned = train_model(
-                job.working_copy(), finetune_set, recipe,
+                job.working_copy(),
+                finetune_set,
+                recipe,
                 progress=job.progress_span(done, STAGE_SHARES["finetune"], "finetune"),
-                should_stop=job.should_stop, device=job.device,
+                should_stop=job.should_stop,
+                device=job.device,
             )
         info = {
             "retain_fraction": config.retain_fraction,

@@ -1,9 +1,10 @@
-"""The image-folder layout rules, shared by the loader (`unlearning.data.imagefolder`, which decodes the
-files) and the torch-free catalogue (`unlearning.catalog`, which only lists them for the HTTP edge), so the
-two cannot drift apart: which folder is the root, which files are images, which split a file lands in.
+"""The image-folder layout rules: which folder is the root, which files are images, which split a file
+lands in. `unlearning.data.imagefolder` lists a source with them (the API stores that listing and the
+loader decodes exactly the files listed); the CIFAR presets (`unlearning.data.cifar`) reuse the class
+folders rule.
 
-Both walk their own file tree (the disk, or a tar archive's member list) through two callables, so the
-rules here see only paths: `is_dir(path)` and `children(folder)` (sorted by name). Standard library only.
+The rules see only paths and walk a file tree (a folder on disk, or a tar archive's member list) through
+two callables: `is_dir(path)` and `children(folder)` (sorted by name). Standard library only.
 """
 
 from __future__ import annotations
