@@ -1,23 +1,30 @@
-"""API keys: issued once in plaintext, stored as sha256, scoped, revocable.
+"""API keys: issued once in plaintext, stored as sha256, scoped, revocable, rate-limited.
 
 A request carries `Authorization: Bearer <key>`. The key's sha256 is looked up (a hash of a 256-bit
 secret: the lookup leaks nothing useful), then compared with `hmac.compare_digest`. Missing or invalid
 keys are 401, a valid key without the route's scope is 403. The `admin` scope implies every other.
+
+Lookups are cached per process for `api_key_cache_s` (5 s), answers for unknown keys included: a key
+revoked by another process (`unlearn keys revoke`) stops working within that bound, one revoked through
+`revoke_api_key` in this process at once. Each key then passes its `rate_limit` (`app.ratelimit`): 429.
 """
 
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import SessionDep
+from app.api.deps import open_session
 from app.errors import ProblemError
 from core.db.audit import AuditEventType, append_audit_event
 from core.db.models import ApiKey, new_id, utcnow
@@ -77,6 +84,7 @@ def revoke_api_key(session: Session, key_id: str, *, actor: str | None = None) -
     row = session.get(ApiKey, key_id)
     if row is None:
         return False
+    forget_key(row.key_hash)
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         append_audit_event(session, AuditEventType.api_key_revoked, actor=actor, data={"key_id": key_id})
@@ -100,23 +108,79 @@ def _unauthorized(detail: str) -> ProblemError:
 
 
 def authenticate(session: Session, plaintext: str) -> Principal | None:
-    digest = hash_key(plaintext)
+    return _lookup(session, hash_key(plaintext))
+
+
+def _lookup(session: Session, digest: str) -> Principal | None:
     row = session.execute(select(ApiKey).where(ApiKey.key_hash == digest)).scalar_one_or_none()
     if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at is not None:
         return None
     return Principal(key_id=row.id, name=row.name, scopes=frozenset(row.scopes))
 
 
-def get_principal(
+class KeyCache:
+    """sha256 of a key -> its principal (or None: unknown or revoked) until an expiry; per process."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, Principal | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> tuple[bool, Principal | None]:
+        entry = self._entries.get(digest)
+        if entry is None or entry[0] <= time.monotonic():
+            return False, None
+        return True, entry[1]
+
+    def put(self, digest: str, principal: Principal | None, ttl_s: float) -> None:
+        if ttl_s <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                now = time.monotonic()
+                self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+                if len(self._entries) >= self.MAX_ENTRIES:
+                    self._entries.clear()
+            self._entries[digest] = (time.monotonic() + ttl_s, principal)
+
+    def forget(self, digest: str) -> None:
+        with self._lock:
+            self._entries.pop(digest, None)
+
+
+_key_cache = KeyCache()
+
+
+def forget_key(digest: str) -> None:
+    """Drop a key from this process's cache (its revocation takes effect here at once)."""
+    _key_cache.forget(digest)
+
+
+def _lookup_in_new_session(app: FastAPI, digest: str) -> Principal | None:
+    session = open_session(app, autocommit=True)
+    try:
+        return _lookup(session, digest)
+    finally:
+        session.close()
+
+
+async def get_principal(
     request: Request,
-    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise _unauthorized("missing API key: send `Authorization: Bearer <key>`")
-    principal = authenticate(session, credentials.credentials)
+    digest = hash_key(credentials.credentials)
+    found, principal = _key_cache.get(digest)
+    if not found:
+        principal = await run_in_threadpool(_lookup_in_new_session, request.app, digest)
+        _key_cache.put(digest, principal, request.app.state.settings.api_key_cache_s)
     if principal is None:
         raise _unauthorized("invalid or revoked API key")
+    limiter: Callable[[Principal], Awaitable[None]] | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        await limiter(principal)
     request.state.principal = principal
     return principal
 
@@ -129,7 +193,7 @@ def require(scope: str) -> Callable[[Principal], Principal]:
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
 
-    def dependency(principal: CurrentPrincipal) -> Principal:
+    async def dependency(principal: CurrentPrincipal) -> Principal:
         if not principal.allows(scope):
             raise ProblemError(403, f"this API key lacks the {scope!r} scope", slug="forbidden")
         return principal

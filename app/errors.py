@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope, Send
 
 from core.problems import TYPE_PREFIX, ErrorItem, Problem
 
@@ -105,6 +106,39 @@ def problem_response(
     return ProblemJSONResponse(
         problem.model_dump(mode="json", by_alias=True, exclude_none=True), status_code=status, headers=headers
     )
+
+
+async def send_problem(
+    scope: Scope,
+    send: Send,
+    status: int,
+    slug: str,
+    detail: str,
+    errors: Sequence[ErrorItem],
+    headers: dict[str, str] | None = None,
+    *,
+    title: str | None = None,
+) -> None:
+    """A problem document sent straight from an ASGI middleware (before any route runs)."""
+    problem = Problem(
+        type=TYPE_PREFIX + slug,
+        title=title or HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        instance=scope["path"],
+        errors=list(errors),
+    )
+    body = ProblemJSONResponse(problem.model_dump(mode="json", by_alias=True, exclude_none=True)).body
+    raw_headers = [
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *(
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in (headers or {}).items()
+        ),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _field_path(loc: Sequence[Any]) -> tuple[str, str]:

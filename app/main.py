@@ -1,29 +1,47 @@
 """The FastAPI application factory: `uvicorn --factory app.main:create_app`."""
 
-import json
-from collections.abc import Callable
+import gc
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from sqlalchemy.engine import make_url
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.deps import open_session
+from app.api.reads import AsyncReads
 from app.audit_log.routes import router as audit_log_router
 from app.certificates.routes import router as certificates_router
 from app.datasets.routes import router as datasets_router
+from app.deletion.group_commit import GroupCommit
 from app.deletion.routes import router as deletion_router
-from app.errors import PROBLEM_CONTENT_TYPE, TYPE_PREFIX, document_problem_responses, install_problem_handlers
+from app.errors import document_problem_responses, error_item, install_problem_handlers, send_problem
 from app.health import router as health_router
 from app.metrics import install_metrics
+from app.model_registry.routes import UPLOAD_PATH
 from app.model_registry.routes import router as models_router
-from app.model_registry.schemas import ModelTrainCreate
-from app.queue import CeleryEnqueue
+from app.model_registry.schemas import ModelTrainCreate, upload_form_schema
+from app.overload import AdmissionControl, Breaker, install_outage_handlers
+from app.queue import CeleryEnqueue, probe_broker
+from app.ratelimit import KeyRateLimiter
 from core.callbacks import Notify, background_sender
+from core.db.session import get_engine, get_read_engine
 from core.settings import Settings, get_settings
 from core.tasks import Enqueue
 
+SWITCH_INTERVAL_S = 0.001
+"""How long a thread may hold the GIL while another waits (CPython's default is 5 ms): the event loop
+hands work to the group-commit and threadpool threads and takes their results back, and each hand-off
+waited up to the whole interval behind a thread busy in Python (the POST p99 at 16 connections)."""
 JSON_TYPES = ("application/json",)
-MULTIPART_PATHS = {"/v1/models"}
+MULTIPART_PATHS = {UPLOAD_PATH}
+MEDIA_TYPE_HINTS = {
+    "/v1/models": f"; to register weights you already have, POST multipart/form-data to {UPLOAD_PATH}"
+}
 
 
 class RequestGuard:
@@ -60,10 +78,11 @@ class RequestGuard:
         is_json = media_type in JSON_TYPES or (
             media_type.startswith("application/") and media_type.endswith("+json")
         )
-        allowed = "application/json" + (" or multipart/form-data" if scope["path"] in MULTIPART_PATHS else "")
+        allowed = "multipart/form-data" if scope["path"] in MULTIPART_PATHS else "application/json"
         if has_body and not is_json:
             if not (scope["path"] in MULTIPART_PATHS and media_type == "multipart/form-data"):
                 detail = f"unsupported content type {media_type or '(none)'!r}: send {allowed}"
+                detail += MEDIA_TYPE_HINTS.get(scope["path"], "")
                 await _problem(
                     scope,
                     send,
@@ -84,26 +103,8 @@ class RequestGuard:
 async def _problem(
     scope: Scope, send: Send, status: int, title: str, slug: str, detail: str, field: str
 ) -> None:
-    body = json.dumps(
-        {
-            "type": TYPE_PREFIX + slug,
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "instance": scope["path"],
-            "errors": [{"field": field, "in": _location(field), "message": detail}],
-        }
-    ).encode()
-    start: Message = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }
-    await send(start)
-    await send({"type": "http.response.body", "body": body})
+    errors = [error_item(field, detail, where=_location(field))]
+    await send_problem(scope, send, status, slug, detail, errors, title=title)
 
 
 def _location(field: str) -> str:
@@ -120,11 +121,66 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
             extra = ModelTrainCreate.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(extra.pop("$defs", {}))
             components["ModelTrainCreate"] = extra
+            upload = upload_form_schema()
+            components.update(upload.pop("$defs", {}))
+            components["ModelUpload"] = upload
             document_problem_responses(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
     return build
+
+
+def _configure_database(settings: Settings) -> None:
+    """The process's engines with the API's pools and timeouts (PostgreSQL; when this call creates them):
+    the read-write one, and the autocommit one for one-statement reads (the GETs and key lookups)."""
+    if make_url(settings.database_url).get_backend_name() != "postgresql":
+        return  # SQLite: the default engine, created on first use (every write takes the lock)
+    options: dict[str, Any] = {
+        "pool_timeout_s": settings.api_db_pool_timeout_s,
+        "pre_ping": settings.api_db_pre_ping,
+        "connect_timeout_s": settings.db_connect_timeout_s,
+        "server_options": {
+            "lock_timeout": f"{int(settings.db_lock_timeout_s * 1000)}ms",
+            "statement_timeout": f"{int(settings.db_statement_timeout_s * 1000)}ms",
+            "idle_in_transaction_session_timeout": f"{int(settings.db_statement_timeout_s * 1000)}ms",
+        },
+    }
+    get_engine(
+        settings.database_url,
+        pool_size=settings.api_db_pool_size,
+        max_overflow=settings.api_db_pool_overflow,
+        **options,
+    )
+    get_read_engine(settings.database_url, pool_size=settings.api_max_concurrency, max_overflow=2, **options)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    gc.freeze()  # what start-up made lives as long as the process: keep it out of every full collection
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    group_commit: GroupCommit = app.state.group_commit
+    group_commit.start()
+    reads: AsyncReads | None = app.state.reads
+    if reads is not None:
+        await reads.open()
+    try:
+        yield
+    finally:
+        if reads is not None:
+            await reads.close()
+        await run_in_threadpool(group_commit.stop)  # what waits is committed first
+        flush = getattr(app.state.enqueue, "flush", None)
+        if flush is not None:  # send what the background sender holds before the process ends
+            await run_in_threadpool(flush, 5.0)
+
+
+def _admission_count(app: FastAPI, state: str) -> float:
+    admission = getattr(app.state, "admission", None)
+    if admission is None:
+        return 0.0
+    gates = (admission.gate, admission.writes, admission.batches)
+    return float(sum(gate.holders if state == "admitted" else gate.waiting for gate in gates))
 
 
 def create_app(
@@ -138,13 +194,36 @@ def create_app(
         version="0.1.0",
         description="Makes a trained image classifier forget training samples (Discriminative Adversarial "
         "Unlearning), versions every result and audits it. Errors are RFC 9457 problem documents.",
+        lifespan=_lifespan,
     )
     app.state.settings = settings
-    app.state.enqueue = enqueue or CeleryEnqueue(settings.broker_url, settings.queue_name)
+    app.state.db_breaker = Breaker("database", settings.db_breaker_s)
+    app.state.broker_breaker = Breaker("broker", settings.broker_breaker_s)
+    app.state.broker_probe = probe_broker
+    app.state.enqueue = enqueue or CeleryEnqueue(
+        settings.broker_url,
+        settings.queue_name,
+        breaker=app.state.broker_breaker,
+        mark_ttl_s=settings.enqueue_mark_ttl_s,
+    )
     app.state.notify = notify or background_sender(settings)
+    app.state.rate_limiter = KeyRateLimiter.from_settings(settings)
+    _configure_database(settings)
+    app.state.reads = AsyncReads.for_settings(settings)
+    app.state.group_commit = GroupCommit(
+        lambda: open_session(app),
+        lambda: app.state.settings,
+        lambda: app.state.enqueue,
+        workers=settings.write_batch_workers,
+        max_batch=settings.write_batch_max,
+    )
     install_problem_handlers(app)
+    install_outage_handlers(app)
     app.add_middleware(RequestGuard, max_json_bytes=settings.max_json_bytes)
-    app.state.metrics = install_metrics(app)  # outermost: counts the guard's 413/415 answers too
+    app.add_middleware(AdmissionControl, settings=settings, state=app.state)
+    app.state.metrics = metrics = install_metrics(app)  # outermost: counts the guard's and the shedding's too
+    for state in ("admitted", "waiting"):
+        metrics.in_flight.labels(state).set_function(lambda state=state: _admission_count(app, state))
     for router in (
         health_router,
         datasets_router,

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 
-def _prepare(root: Path) -> tuple[Any, Path, list[str]]:
-    from core.db import Dataset, Sample, session_scope
+def _prepare(root: Path) -> tuple[Any, Path, str, list[str]]:
+    from app.datasets.schemas import DatasetCreate
+    from app.datasets.service import register_dataset
+    from core.db import session_scope
     from core.db.migrate import upgrade
     from core.settings import Settings
     from models.checkpoint import save_checkpoint
@@ -31,33 +33,17 @@ def _prepare(root: Path) -> tuple[Any, Path, list[str]]:
 
     settings = Settings(env="test", var_dir=root / "var")
     upgrade(settings.database_url)
+    with session_scope(settings.database_url) as session:  # registered as `POST /v1/datasets` does it
+        registered = register_dataset(session, DatasetCreate(name="digits", format="digits"), actor="bench")
+        dataset_id = registered.id
     dataset = load_dataset("digits")
-    with session_scope(settings.database_url) as session:
-        row = Dataset(
-            id="ds_digits",
-            name="digits",
-            format="digits",
-            uri=None,
-            options={},
-            num_classes=dataset.num_classes,
-            class_names=list(dataset.class_names),
-            split_counts={name: len(getattr(dataset, name)) for name in ("train", "val", "test")},
-        )
-        session.add(row)
-        session.flush()
-        for split in ("train", "val", "test"):
-            images = getattr(dataset, split)
-            session.add_all(
-                Sample(dataset_id=row.id, sample_id=sample_id, label=int(label), split=split)
-                for sample_id, label in zip(images.sample_ids, images.labels.tolist(), strict=True)
-            )
     model = train_base_model(dataset, "mlp", TrainRecipe(epochs=10, batch_size=128, lr_max=0.1), device="cpu")
     checkpoint = root / "base.safetensors"
     save_checkpoint(model, checkpoint)
-    return settings, checkpoint, list(dataset.train.sample_ids)
+    return settings, checkpoint, dataset_id, list(dataset.train.sample_ids)
 
 
-def _model(settings: Any, checkpoint: Path) -> str:
+def _model(settings: Any, checkpoint: Path, dataset_id: str) -> str:
     from core import lifecycle
     from core.db import AuditEventType, Model, ModelStatus, session_scope
     from models.checkpoint import file_sha256
@@ -65,7 +51,7 @@ def _model(settings: Any, checkpoint: Path) -> str:
     with session_scope(settings.database_url) as session:
         model = lifecycle.model_created(
             session,
-            Model(name="digits-mlp", architecture="mlp", dataset_id="ds_digits"),
+            Model(name="digits-mlp", architecture="mlp", dataset_id=dataset_id),
             ModelStatus.ready,
             actor="bench",
             event=AuditEventType.model_registered,
@@ -101,23 +87,24 @@ def _post(settings: Any, model_id: str, groups: list[list[str]]) -> None:
             lifecycle.request_received(session, request, received_at=received, actor="bench", data={})
 
 
-def _serve(settings: Any, checkpoint: Path, groups: list[list[str]]) -> dict[str, Any]:
+def _serve(settings: Any, checkpoint: Path, dataset_id: str, groups: list[list[str]]) -> dict[str, Any]:
     from core.db import JobKind, ModelVersion, session_scope
     from core.jobs.loop import run_jobs
 
-    model_id = _model(settings, checkpoint)
+    model_id = _model(settings, checkpoint, dataset_id)
     _post(settings, model_id, groups)
     started = time.perf_counter()
     outcomes = run_jobs(JobKind.unlearn, model_id, settings=settings, enqueue=lambda *call: True, notify=None)
     seconds = time.perf_counter() - started
     with session_scope(settings.database_url, readonly=True) as session:
-        timings = [session.get(ModelVersion, o.version_id).metrics.get("timings_s") for o in outcomes]
+        metrics = [session.get(ModelVersion, o.version_id).metrics for o in outcomes]
     return {
         "requests": len(groups),
         "jobs": len(outcomes),
         "outcomes": sorted({o.outcome for o in outcomes}),
         "seconds": round(seconds, 2),
-        "job_timings_s": timings,
+        "job_timings_s": [m.get("timings_s") for m in metrics],
+        "acceptance": [m.get("acceptance") for m in metrics],
     }
 
 
@@ -131,11 +118,12 @@ def main() -> None:
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="unlearn-coalescing-") as tmp:
-        settings, checkpoint, train_ids = _prepare(Path(tmp))
+        settings, checkpoint, dataset_id, train_ids = _prepare(Path(tmp))
         per = args.ids_per_request
-        one = _serve(settings, checkpoint, [train_ids[:per]])
+        one = _serve(settings, checkpoint, dataset_id, [train_ids[:per]])
         many_ids = train_ids[per : per + per * args.requests]
-        many = _serve(settings, checkpoint, [many_ids[i : i + per] for i in range(0, len(many_ids), per)])
+        groups = [many_ids[i : i + per] for i in range(0, len(many_ids), per)]
+        many = _serve(settings, checkpoint, dataset_id, groups)
     figures = {"one": one, "many": many, "ratio": round(many["seconds"] / one["seconds"], 2)}
     print(json.dumps(figures, indent=2))
     if args.json:

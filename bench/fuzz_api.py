@@ -324,7 +324,7 @@ def seeded_app(settings: Any) -> Iterator[tuple[Any, dict[str, str], Seeded]]:
         )
         model = created(
             client.post(
-                "/v1/models",
+                "/v1/models/upload",
                 data={"name": "digits-mlp", "dataset_id": dataset["id"]},
                 files={"checkpoint": ("m.safetensors", checkpoint, "application/octet-stream")},
                 headers=headers,

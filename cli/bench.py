@@ -60,8 +60,16 @@ def bench(
             "--sparsity",
             min=0.0,
             max=0.999,
-            help="Prune the original's conv weights to this share of zeros (e.g. 0.95), retrain it with the "
-            "mask fixed, and run every method on it (the mask is kept).",
+            help="Prune the original's conv and linear weights (not the head) to this share of zeros (e.g. "
+            "0.95), retrain it with the mask fixed, and run every method on it (the mask is kept).",
+        ),
+    ] = None,
+    architecture: Annotated[
+        str | None,
+        typer.Option(
+            "--architecture",
+            help="Any registered architecture instead of the preset's: resnet18 | resnet_small | mlp | "
+            "torchvision/<name> | timm/<name> | plugin/<name> (on the preset's data and recipe).",
         ),
     ] = None,
     reuse_retrain: Annotated[
@@ -92,6 +100,7 @@ def bench(
         data_path=data,
         sparsity=sparsity,
         reuse_retrain=reuse_retrain,
+        architecture=architecture,
     )
     status = Console(stderr=True)
     try:

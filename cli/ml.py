@@ -37,7 +37,11 @@ def train(
     ] = None,
     architecture: Annotated[
         str | None,
-        typer.Option("--architecture", help="resnet18 | resnet_small | mlp (default: by image size)."),
+        typer.Option(
+            "--architecture",
+            help="resnet18 | resnet_small | mlp | torchvision/<name> | timm/<name> | plugin/<name> "
+            "(default: mlp below 16 px, else resnet_small).",
+        ),
     ] = None,
     width: Annotated[int | None, typer.Option("--width", help="Base width override.")] = None,
     epochs: Annotated[int, typer.Option("--epochs")] = 30,
@@ -58,12 +62,15 @@ def train(
     from tqdm import tqdm
 
     from models.checkpoint import save_checkpoint
-    from models.registry import ARCHITECTURES
+    from models.spec import check_architecture_name
     from unlearning.pipeline import train_base_model
     from unlearning.training import TrainRecipe, accuracy, pick_device
 
-    if architecture is not None and architecture not in ARCHITECTURES:
-        _fail(f"--architecture {architecture!r} is unknown; known: {sorted(ARCHITECTURES)}")
+    if architecture is not None:
+        try:
+            check_architecture_name(architecture)
+        except ValueError as error:
+            _fail(f"--architecture: {error}")
     try:
         recipe = TrainRecipe(epochs=epochs, batch_size=batch_size, lr_max=lr_max, seed=seed)
     except ValidationError as error:
@@ -80,14 +87,17 @@ def train(
         def progress(fraction: float, stage: str) -> None:
             bar.update(100 * fraction - bar.n)
 
-        model = train_base_model(
-            dataset,
-            architecture,
-            recipe,
-            progress,
-            width=width,
-            device=chosen_device,  # type: ignore[arg-type]
-        )
+        try:
+            model = train_base_model(
+                dataset,
+                architecture,
+                recipe,
+                progress,
+                width=width,
+                device=chosen_device,  # type: ignore[arg-type]
+            )
+        except ValueError as error:  # an architecture that does not exist or fit the data
+            _fail(f"--architecture: {error}")
     seconds = time.perf_counter() - started
     metadata = {
         "dataset": dataset.name,

@@ -38,8 +38,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import get_history
 
 from core.resources import request_resource
 
@@ -216,7 +217,7 @@ def flush_callbacks(timeout_s: float = 60.0) -> None:
 
 
 def _status_changed(instance: Any) -> bool:
-    history = inspect(instance).attrs.status.history
+    history = get_history(instance, "status")  # not inspect().attrs: that builds every attribute's state
     return bool(history.added) and list(history.added) != list(history.deleted)
 
 

@@ -11,12 +11,14 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from unlearning.audit.acceptance import AcceptancePolicy
+
 DEFAULT_SERVER_SECRET = "dev-insecure-server-secret-change-me"
 """Signs pagination cursors and callbacks on a laptop; refused when UNLEARN_ENV=production."""
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="UNLEARN_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="UNLEARN_", extra="ignore", env_nested_delimiter="__")
 
     env: Literal["development", "test", "production"] = "development"
     var_dir: Path = Path("./var")
@@ -42,6 +44,16 @@ class Settings(BaseSettings):
         default=600.0,
         ge=0,
         description="How long a worker retries a job's result write while the database is unreachable.",
+    )
+    acceptance: AcceptancePolicy = Field(
+        default_factory=AcceptancePolicy,
+        description="When an audit may be certified (UNLEARN_ACCEPTANCE__CLASS_MARGIN=10, ...); see "
+        "unlearning.audit.acceptance.",
+    )
+    retrain_fallback: bool = Field(
+        default=True,
+        description="A run whose audit fails the acceptance policy, and fails again with a larger budget, is "
+        "redone as an exact retrain. Off: such requests end `audit_failed` unless they allow it themselves.",
     )
     coalesce_window_s: float = Field(
         default=0.0,
@@ -97,6 +109,98 @@ class Settings(BaseSettings):
         "imports torch) to refuse one that does not fit.",
     )
 
+    # -- the API under load (see README "Load and outages") --
+    api_max_concurrency: int = Field(
+        default=8,
+        ge=1,
+        description="Requests one API process works on at once (each holds at most one database "
+        "connection and one thread); the others wait for a turn.",
+    )
+    api_queue_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a request waits for a turn before the API sheds it with 503 + Retry-After.",
+    )
+    api_max_queue: int = Field(
+        default=2048,
+        ge=0,
+        description="Requests that may wait for a turn per process; more are shed at once.",
+    )
+    overload_retry_after_s: int = Field(default=1, ge=1, description="Retry-After of a shed request.")
+    outage_retry_after_s: int = Field(
+        default=5, ge=1, description="Retry-After while the database or the broker is unreachable."
+    )
+    api_db_pool_size: int = Field(default=10, ge=1, description="Database connections kept per API process.")
+    api_db_pool_overflow: int = Field(
+        default=4, ge=0, description="Extra connections an API process may open."
+    )
+    api_db_pool_timeout_s: float = Field(
+        default=5.0, gt=0, description="How long an API request waits for a pooled connection (then 503)."
+    )
+    api_db_pre_ping: bool = Field(
+        default=False,
+        description="Test each pooled connection before use (one round trip per request). Off: a connection "
+        "that died is found by its first statement (503, and the pool is renewed).",
+    )
+    db_connect_timeout_s: float = Field(default=3.0, gt=0, description="TCP connect timeout of the API.")
+    db_lock_timeout_s: float = Field(
+        default=5.0, gt=0, description="The API's longest wait for a row lock (then 503 + Retry-After)."
+    )
+    db_statement_timeout_s: float = Field(default=120.0, gt=0, description="The API's longest statement.")
+    db_breaker_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="After a database connection failure the API answers 503 at once for this long, then "
+        "tries again.",
+    )
+    broker_breaker_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="After the broker failed, endpoints that enqueue answer 503 for this long, then probe "
+        "it.",
+    )
+    enqueue_mark_ttl_s: int = Field(
+        default=300,
+        ge=1,
+        description="A model with a task queued is not enqueued again for this long (or until its task "
+        "starts): one enqueue per model, not per request.",
+    )
+    api_key_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="API keys are looked up once per this many seconds per process: a revoked key stops "
+        "working within this bound (0 = every request).",
+    )
+    rate_limit: str = Field(
+        default="1000/second",
+        description="Per-API-key limit(s), `N/second|minute|hour`, several separated by `;`; empty = none.",
+    )
+    rate_limit_storage_url: str = Field(
+        default="memory://",
+        description="Where the rate-limit counters live: `memory://` (per API process) or a Redis URL "
+        "(shared by every process).",
+    )
+    max_batch_requests: int = Field(default=1000, ge=1, description="Deletion requests in one batch call.")
+    write_batch_workers: int = Field(
+        default=2,
+        ge=1,
+        description="Transactions an API process runs at once to store new deletion requests (group commit: "
+        "the requests that arrive together are stored together).",
+    )
+    write_batch_max: int = Field(default=200, ge=1, description="New deletion requests per group commit.")
+    api_max_batches: int = Field(
+        default=2, ge=1, description="Batch calls one API process works on at once (they are CPU-heavy)."
+    )
+    api_batch_queue_timeout_s: float = Field(
+        default=60.0, gt=0, description="How long a batch call waits for a turn before it is shed (503)."
+    )
+    api_max_writes: int = Field(
+        default=512,
+        ge=1,
+        description="New deletion requests one API process admits at once (they wait for their group "
+        "commit without a thread or a connection); the others wait for a turn like any request.",
+    )
+
     @field_validator("var_dir")
     @classmethod
     def _absolute_var_dir(cls, value: Path) -> Path:
@@ -121,6 +225,21 @@ class Settings(BaseSettings):
             )
         if self.max_page_limit < self.default_page_limit:
             raise ValueError("max_page_limit must be >= default_page_limit")
+        needed = self.api_max_concurrency + self.api_max_batches + self.write_batch_workers + 1
+        if self.api_db_pool_size + self.api_db_pool_overflow < needed:
+            raise ValueError(
+                f"api_db_pool_size + api_db_pool_overflow ({self.api_db_pool_size} + "
+                f"{self.api_db_pool_overflow}) must be at least api_max_concurrency + api_max_batches + "
+                f"write_batch_workers + 1 ({needed}: the requests, batches and group commits admitted, and "
+                "the checkpoint schedule)"
+            )
+        if self.rate_limit.strip():
+            from limits import parse_many
+
+            try:
+                parse_many(self.rate_limit)
+            except ValueError as error:
+                raise ValueError(f"rate_limit {self.rate_limit!r}: {error}") from None
         if self.signing_key_id and self.signing_key_id in self.revoked_signing_key_ids:
             raise ValueError(f"the signing key {self.signing_key_id!r} is listed as revoked")
         if self.env == "production":

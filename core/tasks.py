@@ -19,3 +19,57 @@ class Enqueue(Protocol):
         The database is the source of truth: a sender that fails only logs, and the reaper re-sends
         whatever is due from the rows alone."""
         ...
+
+
+# -- one enqueue per model ------------------------------------------------------------------------
+#
+# The API sends `PROCESS_MODEL_TASK(model)` only when it sets the model's "queued" mark in the broker's
+# Redis (SET NX with a TTL); the task deletes the mark when it starts, before it claims. A request
+# committed while the mark is set is therefore claimed by the task that set it (which has not started
+# yet), and one committed after the task started finds no mark and sends the next task. The TTL bounds
+# a mark whose task was lost (the reaper re-sends from the rows in any case).
+
+QUEUED_MARK_PREFIX = "unlearn:queued"
+
+
+def queued_mark(queue_name: str, task_name: str, model_id: str) -> str:
+    """The Redis key that says `task_name(model_id)` is waiting in `queue_name`."""
+    return f"{QUEUED_MARK_PREFIX}:{queue_name}:{task_name}:{model_id}"
+
+
+def redis_url(broker_url: str) -> str | None:
+    """The redis-py URL of a Redis broker (`redis+socket://PATH` -> `unix://PATH`); None otherwise."""
+    if broker_url.startswith(("redis://", "rediss://")):
+        return broker_url
+    if broker_url.startswith("redis+socket://"):
+        return "unix://" + broker_url.removeprefix("redis+socket://")
+    return None
+
+
+_clients: dict[str, object] = {}
+
+
+def redis_client(broker_url: str, timeout_s: float = 0.5) -> object | None:
+    """A cached redis-py client of a Redis broker with short socket timeouts; None for another broker."""
+    url = redis_url(broker_url)
+    if url is None:
+        return None
+    client = _clients.get(url)
+    if client is None:
+        import redis
+
+        client = _clients[url] = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=30
+        )
+    return client
+
+
+def clear_queued_mark(broker_url: str, queue_name: str, task_name: str, model_id: str) -> None:
+    """What a task does when it starts: the next request for the model enqueues again. Never raises."""
+    client = redis_client(broker_url)
+    if client is None:
+        return
+    try:
+        client.delete(queued_mark(queue_name, task_name, model_id))  # type: ignore[attr-defined]
+    except Exception:  # the mark expires by itself
+        pass

@@ -16,20 +16,50 @@ class Classifier(nn.Module):
 
     Pruned (sparse) models carry `masks`: parameter name -> bool tensor of the same shape, False where the
     weight is pruned. Training and unlearning call `apply_masks()` after every optimiser step so pruned
-    weights stay exactly zero; checkpoints store them as `mask.<param name>` tensors.
+    weights stay exactly zero; checkpoints store them as `mask.<name>` tensors.
+
+    Checkpoint names: a checkpoint holds `checkpoint_state()`, the state dict with `checkpoint_prefix`
+    stripped from every name. The service's own networks use their state dict as it is (normalisation
+    buffers included); a wrapped backbone (`models.backbone.BackboneClassifier`) keeps its normalisation
+    out of the state dict and strips its `backbone.` prefix, so its files carry the wrapped module's own
+    tensor names and load into that module with `load_state_dict(strict=True)`.
     """
 
     head: nn.Module
+    checkpoint_prefix: str = ""
+    """Prefix of every state-dict name that checkpoints leave out ("" for the service's own networks)."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, *, normalisation_in_state: bool = True) -> None:
         super().__init__()
         self.spec = spec
         channels = spec.in_channels
         self.register_buffer(
-            "input_mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, channels, 1, 1)
+            "input_mean",
+            torch.tensor(spec.mean, dtype=torch.float32).view(1, channels, 1, 1),
+            persistent=normalisation_in_state,
         )
-        self.register_buffer("input_std", torch.tensor(spec.std, dtype=torch.float32).view(1, channels, 1, 1))
+        self.register_buffer(
+            "input_std",
+            torch.tensor(spec.std, dtype=torch.float32).view(1, channels, 1, 1),
+            persistent=normalisation_in_state,
+        )
         self.masks: dict[str, Tensor] = {}
+
+    def checkpoint_name(self, name: str) -> str:
+        """The name a parameter or buffer has in a checkpoint file."""
+        return name.removeprefix(self.checkpoint_prefix)
+
+    def state_name(self, checkpoint_name: str) -> str:
+        """The parameter or buffer name of a checkpoint file's tensor name."""
+        return self.checkpoint_prefix + checkpoint_name
+
+    def checkpoint_state(self) -> dict[str, Tensor]:
+        """The tensors a checkpoint holds, under their checkpoint names."""
+        return {self.checkpoint_name(name): tensor for name, tensor in self.state_dict().items()}
+
+    def load_checkpoint_state(self, state: dict[str, Tensor]) -> None:
+        """Load tensors named as in `checkpoint_state()`, strictly (every name, no extra)."""
+        self.load_state_dict({self.state_name(name): tensor for name, tensor in state.items()}, strict=True)
 
     def normalise(self, x: Tensor) -> Tensor:
         return (x - self.input_mean) / self.input_std

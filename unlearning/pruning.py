@@ -1,11 +1,14 @@
 """One-shot global magnitude pruning, the sparse model variant of Jia et al. 2023 ("prune first, then
 unlearn"): the 95%-sparse originals every method is also benchmarked on.
 
-Prunable weights: every convolution's weight and, for networks without convolutions (the MLP), every
-hidden linear layer's weight; the classifier head, biases and batch-norm parameters stay dense. One
-threshold over all prunable weights together keeps the largest (1 - sparsity) share by magnitude, so
-layers end up with different sparsities. The result carries `masks` (False = pruned), which training
-and every unlearning method re-apply after each step, and checkpoints store.
+Prunable weights, on any architecture: the weight of every convolution (1-, 2- or 3-d, transposed too)
+and of every linear layer except the classifier head (`model.head`), plus the input projection of
+attention layers (`nn.MultiheadAttention.in_proj_weight`, a linear weight held outside an `nn.Linear`);
+the head, biases and normalisation parameters stay dense. (For the service's own networks that is every
+convolution of the ResNets and the MLP's hidden layers.) One threshold over all prunable weights together
+keeps the largest (1 - sparsity) share by magnitude, so layers end up with different sparsities. The
+result carries `masks` (False = pruned), which training and every unlearning method re-apply after each
+step, and checkpoints store.
 """
 
 from __future__ import annotations
@@ -24,16 +27,15 @@ from unlearning.types import Progress, ShouldStop, never_stop, no_progress
 def prunable_parameters(model: Classifier) -> list[str]:
     """Names of the weights magnitude pruning may zero (see the module docstring)."""
     head = {id(param) for param in model.head.parameters()}
-    convolutions = [
-        f"{name}.weight" for name, module in model.named_modules() if isinstance(module, nn.Conv2d)
-    ]
-    if convolutions:
-        return convolutions
-    return [
-        f"{name}.weight"
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and id(module.weight) not in head
-    ]
+    names: list[str] = []
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(module, nn.modules.conv._ConvNd | nn.Linear):
+            if id(module.weight) not in head:
+                names.append(f"{prefix}weight")
+        elif isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+            names.append(f"{prefix}in_proj_weight")
+    return names
 
 
 def global_magnitude_masks(model: Classifier, sparsity: float) -> dict[str, Tensor]:

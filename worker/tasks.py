@@ -9,7 +9,8 @@ from typing import Any
 from core.callbacks import flush_callbacks
 from core.db import JobKind
 from core.jobs.loop import run_jobs
-from core.tasks import PROCESS_MODEL_TASK, TRAIN_BASE_MODEL_TASK
+from core.settings import get_settings
+from core.tasks import PROCESS_MODEL_TASK, TRAIN_BASE_MODEL_TASK, clear_queued_mark
 from worker.celery_app import app, enqueue
 
 
@@ -22,7 +23,12 @@ def _run(kind: JobKind, model_id: str) -> list[dict[str, Any]]:
 
 @app.task(name=PROCESS_MODEL_TASK)
 def process_model(model_id: str) -> list[dict[str, Any]]:
-    """Unlearn every queued deletion request of `model_id` (coalesced per job)."""
+    """Unlearn every queued deletion request of `model_id` (coalesced per job).
+
+    First clears the model's queued mark (`core.tasks`): a request committed from now on sends a new task,
+    one committed before is claimed by this one."""
+    settings = get_settings()
+    clear_queued_mark(settings.broker_url, settings.queue_name, PROCESS_MODEL_TASK, model_id)
     return _run(JobKind.unlearn, model_id)
 
 

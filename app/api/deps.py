@@ -1,37 +1,54 @@
-"""Typed dependencies every route uses: the database session, the settings and the enqueue function."""
+"""Typed dependencies every route uses: the database session, the settings and the enqueue function.
 
-from collections.abc import Iterator
+The dependencies are `async def`: FastAPI runs a sync dependency in the threadpool, one thread hop
+each, and a sync generator twice (enter and exit), while a connection may stay checked out in between.
+Here only the handler's own work takes a thread; `app.overload.AdmissionControl` bounds how many do.
+"""
+
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from core.callbacks import track_status_changes
-from core.db.session import get_engine
+from core.db.session import get_engine, get_read_engine
 from core.settings import Settings
 from core.tasks import Enqueue
 
 
-def get_db_session(request: Request) -> Iterator[Session]:
-    """One session per request on the app's database. Handlers commit explicitly; anything left
-    uncommitted is rolled back when the request ends. A committed status change of a deletion request
-    is handed to the app's `notify` (its callback, sent in the background)."""
-    url: str = request.app.state.settings.database_url
-    session = Session(bind=get_engine(url), expire_on_commit=False)
-    notify = getattr(request.app.state, "notify", None)
+def open_session(app: FastAPI, *, autocommit: bool = False) -> Session:
+    """A session on the app's database whose committed status changes of deletion requests are handed
+    to the app's `notify` (their callbacks, sent in the background). No connection is taken until the
+    first statement. `autocommit`: every statement commits by itself (a read of one statement needs no
+    BEGIN nor ROLLBACK round trip)."""
+    url = app.state.settings.database_url
+    session = Session(bind=get_read_engine(url) if autocommit else get_engine(url), expire_on_commit=False)
+    notify = getattr(app.state, "notify", None)
     if notify is not None:
         track_status_changes(session, notify)
+    return session
+
+
+async def get_db_session(request: Request) -> AsyncIterator[Session]:
+    """One session per request on the app's database. Handlers commit explicitly; anything left
+    uncommitted is rolled back when the request ends (in a thread when that means a round trip)."""
+    session = open_session(request.app)
     try:
         yield session
     finally:
-        session.close()
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_enqueue(request: Request) -> Enqueue:
+async def get_enqueue(request: Request) -> Enqueue:
     return request.app.state.enqueue  # type: ignore[no-any-return]
 
 

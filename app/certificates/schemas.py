@@ -47,6 +47,33 @@ class AuditSummary(BaseModel):
     )
 
 
+class Acceptance(BaseModel):
+    """Why the service may certify this run: the acceptance policy and the figures that passed it."""
+
+    policy: dict[str, Any] | None
+    test: str | None = Field(description="class-accuracy | membership-gap | per-sample-loss")
+    passed: bool
+    accepted_by: str = Field(description="policy, or exact retrain (retrained without the forgotten data)")
+    figures: dict[str, Any] = Field(description="The figures of the test on the kept model.")
+    rungs: list[str] = Field(description="The acceptance ladder climbed: method, escalated, retrain.")
+
+
+class ParentRetirement(BaseModel):
+    """The pre-deletion version still holds the forgotten data: it is retired, its file purged."""
+
+    version_id: str
+    retired_at: datetime | None
+    purge_after: datetime | None = Field(description="When its checkpoint is (or was) due to be purged.")
+    purged_at: datetime | None = Field(description="When its checkpoint file was deleted; null until then.")
+
+
+class PurgedCopies(BaseModel):
+    """What the service had derived from images in its own cache, removed after this deletion."""
+
+    cache_root: str | None
+    removed: list[str]
+
+
 class ChainPosition(BaseModel):
     """An audit-log event this certificate rests on: an exported log slice (GET
     /v1/audit-log/slice?request_id=...) proves offline that it is in the chain, unaltered."""
@@ -75,6 +102,9 @@ class Certificate(BaseModel):
     parent: VersionRef
     new: VersionRef
     audit: AuditSummary | None = Field(description="Null only if the worker issued no audit report.")
+    acceptance: Acceptance | None = Field(description="Null for reports written before acceptance existed.")
+    parent_retirement: ParentRetirement
+    purged_copies: PurgedCopies | None = Field(description="Null if the purge has not run (yet).")
     timestamps: Timestamps
     audit_chain: list[ChainPosition] = Field(description="version.created, report.issued, request.succeeded")
     checkpoint: Checkpoint = Field(

@@ -24,11 +24,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.certificates.schemas import (
+    Acceptance,
     AuditSummary,
     Certificate,
     ChainPosition,
     ForgottenSet,
     Headline,
+    ParentRetirement,
+    PurgedCopies,
     Timestamps,
     VerifyResult,
     VersionRef,
@@ -154,6 +157,38 @@ def _audit_summary(report: AuditReport | None, report_event: AuditEvent | None) 
     )
 
 
+def _acceptance(report: AuditReport | None) -> Acceptance | None:
+    section = ((report.report if report is not None else {}).get("provenance") or {}).get("acceptance")
+    if not section:
+        return None
+    kept = (section["rungs"][-1] if section.get("rungs") else {}).get("verdict") or {}
+    return Acceptance(
+        policy=section.get("policy"),
+        test=kept.get("test"),
+        passed=bool(section.get("accepted")),
+        accepted_by=section.get("accepted_by", "policy"),
+        figures=kept.get("figures") or {},
+        rungs=[rung["rung"] for rung in section.get("rungs", [])],
+    )
+
+
+def _purged_copies(session: Session, version_id: str) -> PurgedCopies | None:
+    event = (
+        session.execute(
+            select(AuditEvent)
+            .where(
+                AuditEvent.event == AuditEventType.derived_data_purged, AuditEvent.version_id == version_id
+            )
+            .order_by(AuditEvent.id)
+        )
+        .scalars()
+        .first()
+    )
+    if event is None:
+        return None
+    return PurgedCopies(cache_root=event.data.get("cache_root"), removed=list(event.data.get("removed", [])))
+
+
 def _chain(session: Session, request: DeletionRequest) -> dict[str, AuditEvent]:
     version_created = (
         session.execute(
@@ -245,6 +280,14 @@ def build_certificate(session: Session, keyring: KeyRing, request_id: str) -> Ce
         parent=VersionRef(version_id=parent.id, sha256=parent.sha256),
         new=VersionRef(version_id=new.id, sha256=new.sha256),
         audit=_audit_summary(report, chain.get(AuditEventType.report_issued.value)),
+        acceptance=_acceptance(report),
+        parent_retirement=ParentRetirement(
+            version_id=parent.id,
+            retired_at=parent.retired_at,
+            purge_after=parent.purge_after,
+            purged_at=parent.purged_at,
+        ),
+        purged_copies=_purged_copies(session, new.id),
         timestamps=Timestamps(
             received_at=request.received_at,
             due_at=request.due_at,

@@ -1,29 +1,52 @@
+"""Deletion-request routes. Creation and the single GET are `async def` handlers: a new request waits,
+without a thread or a connection, for the group commit that stores it with its neighbours
+(`app.deletion.group_commit`); a batch and a GET do their database work in one threadpool call each."""
+
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Body, FastAPI, Header, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import EnqueueDep, SessionDep, SettingsDep, page_limit
+from app.api.deps import SessionDep, SettingsDep, open_session, page_limit
 from app.auth import AuditRead, RequestsRead, RequestsWrite
 from app.certificates.offline import audit_page_with_verification
-from app.deletion import service
-from app.deletion.schemas import AuditReportOut, DeletionRequestCreate, DeletionRequestOut
-from app.errors import ProblemError
+from app.deletion import batch, service
+from app.deletion.group_commit import commit_with_retry
+from app.deletion.schemas import (
+    AuditReportOut,
+    DeletionBatchCreate,
+    DeletionBatchOut,
+    DeletionRequestCreate,
+    DeletionRequestOut,
+)
+from app.errors import ProblemError, not_found
 from app.schemas import Cursor, Limit, Page
-from core.db.models import DeletionRequest, RequestStatus
+from core.db.models import RequestStatus
 from core.settings import Settings
 from core.tasks import PROCESS_MODEL_TASK
 
 router = APIRouter(prefix="/v1/deletion-requests", tags=["deletion requests"])
 
+T = TypeVar("T")
 
-def _resource(request: DeletionRequest, status_code: int, settings: Settings) -> JSONResponse:
+
+def _resource(request: Any, status_code: int, settings: Settings) -> Response:
+    """The resource of a request (an ORM row or a Core row of its columns) as the response."""
     out = service.request_out(request)
     headers = {"Location": out.links.self}
     if out.status in service.RETRY_AFTER_STATUSES:
         headers["Retry-After"] = str(settings.retry_after_s)
-    return JSONResponse(out.model_dump(mode="json", by_alias=True), status_code=status_code, headers=headers)
+    return Response(
+        out.model_dump_json(by_alias=True),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 @router.post(
@@ -32,31 +55,58 @@ def _resource(request: DeletionRequest, status_code: int, settings: Settings) ->
     response_model=DeletionRequestOut,
     responses={200: {"model": DeletionRequestOut, "description": "Replay of an earlier request (same key)."}},
 )
-def create_deletion_request(
+async def create_deletion_request(
+    request: Request,
     body: DeletionRequestCreate,
-    session: SessionDep,
-    settings: SettingsDep,
-    enqueue: EnqueueDep,
     principal: RequestsWrite,
     idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", max_length=200),
-) -> JSONResponse:
+) -> Response:
     """Accept a deletion request (202 + Location); same Idempotency-Key and body replays it (200)."""
     key = service.check_idempotency_key(idempotency_key)
-    try:
-        request, created = service.create_request(
-            session, settings, body, idempotency_key=key, actor=principal.key_id
+    submitted = request.app.state.group_commit.submit(service.NewRequest(body, key, principal.key_id))
+    row, created = await asyncio.wrap_future(submitted)
+    return _resource(row, 202 if created else 200, request.app.state.settings)
+
+
+def _write_batch(app: FastAPI, write: Callable[[Session], batch.BatchOutcome]) -> DeletionBatchOut:
+    """In a worker thread: the batch in one transaction (checked again after a lost race), then each
+    model enqueued once."""
+    outcome = commit_with_retry(lambda: open_session(app), write)
+    for model_id in dict.fromkeys(row.model_id for row in outcome.created):
+        app.state.enqueue(PROCESS_MODEL_TASK, model_id)
+    return outcome.answer
+
+
+@router.post(
+    "/batch",
+    response_model=DeletionBatchOut,
+    responses={
+        413: {"description": "More items than max_batch_requests (1,000)."},
+        422: {"description": "The envelope is invalid, or the Idempotency-Key was used with another body."},
+    },
+)
+async def create_deletion_batch(
+    request: Request,
+    principal: RequestsWrite,
+    body: DeletionBatchCreate = Body(),
+    idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", max_length=200),
+) -> Response:
+    """Up to 1,000 deletion requests in one call (for backlogs): each item is checked and answered on its
+    own, in order (`results[i].status` 202 with `request`, or a 4xx with `problem`), all stored in one
+    transaction. With an Idempotency-Key the batch is idempotent as a whole: the same key and body replay
+    the stored answers (`replayed: true`); another body with the key is 422."""
+    key = service.check_idempotency_key(idempotency_key)
+    settings = request.app.state.settings
+    batch.check_size(settings, body.requests)
+    digest = batch.batch_hash(body.requests)
+
+    def write(session: Session) -> batch.BatchOutcome:
+        return batch.create_batch(
+            session, settings, body.requests, idempotency_key=key, digest=digest, actor=principal.key_id
         )
-        session.commit()
-    except IntegrityError:
-        # A concurrent request with the same key won the race: answer as a replay (or 422 if it differs).
-        session.rollback()
-        replay = service.find_replay(session, key, service.body_hash(body))
-        if replay is None:
-            raise
-        request, created = replay, False
-    if created:
-        enqueue(PROCESS_MODEL_TASK, request.model_id)
-    return _resource(request, 202 if created else 200, settings)
+
+    answer = await run_in_threadpool(_write_batch, request.app, write)
+    return Response(answer.model_dump_json(by_alias=True), media_type="application/json")
 
 
 @router.get("", response_model=Page[DeletionRequestOut])
@@ -84,12 +134,33 @@ def list_deletion_requests(
     return JSONResponse(page.model_dump(mode="json", by_alias=True))
 
 
+def _read(app: FastAPI, read: Callable[[Session], T]) -> T:
+    """In a worker thread: `read` in a new autocommit session (one statement, no BEGIN nor ROLLBACK)."""
+    session = open_session(app, autocommit=True)
+    try:
+        return read(session)
+    finally:
+        session.close()
+
+
+READ_ONE_SQL = "SELECT * FROM deletion_requests WHERE id = %s"
+
+
 @router.get("/{request_id}", response_model=DeletionRequestOut)
-def get_deletion_request(
-    request_id: str, session: SessionDep, settings: SettingsDep, _: RequestsRead
-) -> JSONResponse:
+async def get_deletion_request(request_id: str, request: Request, _: RequestsRead) -> Response:
     """The request's status, progress and links; `Retry-After` while queued or running."""
-    return _resource(service.get_request(session, request_id), 200, settings)
+    settings = request.app.state.settings
+    reads = request.app.state.reads
+    if reads is not None and reads.ready:  # PostgreSQL: from the event loop (app.api.reads)
+        row = await reads.one(READ_ONE_SQL, (request_id,))
+        if row is None:
+            raise not_found("deletion request", request_id)
+        return _resource(row, 200, settings)
+
+    def read(session: Session) -> Response:
+        return _resource(service.read_request(session, request_id), 200, settings)
+
+    return await run_in_threadpool(_read, request.app, read)
 
 
 @router.post(

@@ -6,7 +6,15 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, PlainValidator, U
 from app.schemas import Text, storable_text
 from core.resources import DeletionRequestOut, RequestLinks
 
-__all__ = ["AuditReportOut", "DeletionRequestCreate", "DeletionRequestOut", "RequestLinks"]
+__all__ = [
+    "AuditReportOut",
+    "BatchItemResult",
+    "DeletionBatchCreate",
+    "DeletionBatchOut",
+    "DeletionRequestCreate",
+    "DeletionRequestOut",
+    "RequestLinks",
+]
 
 SampleId = Annotated[Text, Field(min_length=1, max_length=512)]
 
@@ -52,3 +60,31 @@ class AuditReportOut(BaseModel):
     version_id: str
     created_at: datetime
     report: dict[str, Any]
+
+
+class DeletionBatchCreate(BaseModel):
+    """Up to `max_batch_requests` (1,000) deletion requests in one call. Each item is checked and stored
+    on its own (one bad item refuses only itself) and answered in `results`, in order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests: list[Any] = Field(
+        min_length=1,
+        description="Items shaped like the body of POST /v1/deletion-requests (DeletionRequestCreate), "
+        "each with its own `external_ref`. An item that is not such an object is refused on its own.",
+    )
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    external_ref: str | None = None
+    status: int = Field(description="202: accepted (see `request`); a 4xx: refused (see `problem`).")
+    request: DeletionRequestOut | None = None
+    problem: dict[str, Any] | None = Field(default=None, description="An RFC 9457 problem document.")
+
+
+class DeletionBatchOut(BaseModel):
+    accepted: int
+    refused: int
+    replayed: bool = Field(description="True: the answer of an earlier call with this Idempotency-Key.")
+    results: list[BatchItemResult]

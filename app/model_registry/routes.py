@@ -1,7 +1,9 @@
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -9,69 +11,97 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import EnqueueDep, SessionDep, SettingsDep, page_limit
 from app.auth import ModelsRead, ModelsWrite
-from app.errors import ProblemError, problem_from_validation
+from app.errors import ProblemError, error_item, problem_from_validation
 from app.model_registry import service
-from app.model_registry.schemas import UPLOAD_FORM_SCHEMA, ModelOut, ModelTrainCreate, ModelVersionOut
+from app.model_registry.checker import CHECKER
+from app.model_registry.schemas import ModelOut, ModelTrainCreate, ModelVersionOut
 from app.model_registry.upload import receive_upload
 from app.schemas import Cursor, Limit, Page
-from core.db.models import ModelStatus, ModelVersion
+from core.db.models import Model, ModelStatus, ModelVersion
 from core.tasks import TRAIN_BASE_MODEL_TASK
 
-router = APIRouter(tags=["models"])
 
-CREATE_MODEL_BODY: dict[str, Any] = {
+@asynccontextmanager
+async def _warm_model_check(app: FastAPI) -> AsyncIterator[None]:
+    """Outside tests, start the model-check process (torch's import) with the API, not at the first
+    upload, so a bad upload is refused in about a second."""
+    if app.state.settings.env != "test":
+        CHECKER.warm_up()
+    yield
+
+
+router = APIRouter(tags=["models"], lifespan=_warm_model_check)
+
+UPLOAD_PATH = "/v1/models/upload"
+
+TRAIN_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/ModelTrainCreate"}},
-            "multipart/form-data": {"schema": UPLOAD_FORM_SCHEMA},
-        },
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ModelTrainCreate"}}},
+    }
+}
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {"$ref": "#/components/schemas/ModelUpload"}}},
     }
 }
 
 
-@router.post(
-    "/v1/models",
-    status_code=202,
-    response_model=ModelOut,
-    openapi_extra=CREATE_MODEL_BODY,
-    responses={
-        201: {"model": ModelOut, "description": "Registered from an uploaded checkpoint (version 1)."}
-    },
-)
-async def create_model(
-    request: Request, session: SessionDep, settings: SettingsDep, enqueue: EnqueueDep, principal: ModelsWrite
-) -> JSONResponse:
-    """Register a model: JSON asks a worker to train one (202, status `training`); a multipart upload of a
-    safetensors checkpoint (fields `name`, `dataset_id`, `checkpoint`) registers it as version 1 (201)."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type.startswith("multipart/form-data"):
-        upload = await receive_upload(request, settings)
-        model = await run_in_threadpool(
-            service.register_upload,
-            session,
-            settings,
-            name=upload.name,
-            dataset_id=upload.dataset_id,
-            temp_path=upload.temp_path,
-            actor=principal.key_id,
-        )
-        await run_in_threadpool(session.commit)
-        status = 201
-    else:
-        try:
-            body = ModelTrainCreate.model_validate_json(await request.body())
-        except ValidationError as error:
-            raise problem_from_validation(error) from None
-        model = await run_in_threadpool(service.request_training, session, body, actor=principal.key_id)
-        await run_in_threadpool(session.commit)
-        await run_in_threadpool(enqueue, TRAIN_BASE_MODEL_TASK, model.id)
-        status = 202
+def _created(model: Model, status: int) -> JSONResponse:
     return JSONResponse(
         service.model_out(model).model_dump(mode="json"),
         status_code=status,
         headers={"Location": f"/v1/models/{model.id}"},
     )
+
+
+@router.post("/v1/models", status_code=202, response_model=ModelOut, openapi_extra=TRAIN_BODY)
+async def train_model(
+    request: Request, session: SessionDep, settings: SettingsDep, enqueue: EnqueueDep, principal: ModelsWrite
+) -> JSONResponse:
+    """Ask a worker to train a base model on a registered dataset (202, status `training`). To register
+    weights you already have, upload them: `POST /v1/models/upload`."""
+    try:
+        body = ModelTrainCreate.model_validate_json(await request.body())
+    except ValidationError as error:
+        raise problem_from_validation(error) from None
+    model = await run_in_threadpool(service.request_training, session, body, actor=principal.key_id)
+    await run_in_threadpool(session.commit)
+    await run_in_threadpool(enqueue, TRAIN_BASE_MODEL_TASK, model.id)
+    return _created(model, 202)
+
+
+@router.post(
+    UPLOAD_PATH,
+    status_code=201,
+    response_model=ModelOut,
+    openapi_extra=UPLOAD_BODY,
+    responses={201: {"model": ModelOut, "description": "Registered; the upload is version 1."}},
+)
+async def upload_model(
+    request: Request, session: SessionDep, settings: SettingsDep, principal: ModelsWrite
+) -> JSONResponse:
+    """Register a model from weights trained elsewhere (multipart/form-data, the fields of `ModelUpload`):
+    a safetensors `state_dict` in the architecture's own tensor names plus the spec fields (architecture;
+    class count, channels, image size and normalisation default to the dataset's). The weights are loaded
+    strictly and run on real images of the dataset before anything is stored; a mismatch is a 422 naming
+    the field. The upload becomes version 1 (201)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "multipart/form-data":
+        raise ProblemError(
+            415,
+            f"unsupported content type {content_type or '(none)'!r}: send multipart/form-data with the "
+            "fields name, dataset_id, checkpoint (the file) and the spec fields",
+            slug="unsupported-media-type",
+            errors=[error_item("Content-Type", "send multipart/form-data", where="header")],
+        )
+    upload = await receive_upload(request, settings)
+    model = await run_in_threadpool(
+        service.register_upload, session, settings, upload, actor=principal.key_id
+    )
+    await run_in_threadpool(session.commit)
+    return _created(model, 201)
 
 
 @router.get("/v1/models", response_model=Page[ModelOut])

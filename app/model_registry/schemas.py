@@ -1,7 +1,18 @@
+import json
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, computed_field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    WithJsonSchema,
+    computed_field,
+)
 
 from app.schemas import StrictModel, Text
 from core.db import VersionState
@@ -21,13 +32,85 @@ class TrainParams(StrictModel):
 
 
 class ModelTrainCreate(StrictModel):
-    """Ask a worker to train a base model on a registered dataset."""
+    """Ask a worker to train a base model on a registered dataset (the spec's input geometry and
+    normalisation come from the dataset)."""
 
     name: Text = Field(min_length=1, max_length=200)
     architecture: Architecture
     dataset_id: Text = Field(min_length=1, max_length=40)
-    width: StrictInt | None = Field(default=None, ge=1, le=4096)
+    width: StrictInt | None = Field(
+        default=None, ge=1, le=4096, description="Base width of a built-in or plugin architecture."
+    )
     train: TrainParams = Field(default_factory=TrainParams)
+
+
+def _numbers(value: Any) -> Any:
+    """A form field holding numbers: `0.5,0.4,0.3`, `0.5 0.4 0.3` or a JSON array."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError("not a JSON array of numbers") from None
+    parts = [part for part in text.replace(",", " ").split() if part]
+    try:
+        return [float(part) for part in parts]
+    except ValueError:
+        raise ValueError("must be numbers separated by commas (one per channel)") from None
+
+
+PerChannel = Annotated[
+    list[float] | None,
+    BeforeValidator(_numbers),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "One number per input channel: comma-separated (`0.485,0.456,0.406`) or a JSON "
+            "array. Default: the dataset's train-split statistics.",
+            "examples": ["0.485,0.456,0.406"],
+        }
+    ),
+]
+
+
+class ModelUploadForm(BaseModel):
+    """The text fields of `POST /v1/models/upload` (multipart/form-data; the file part is `checkpoint`).
+
+    `checkpoint` is a safetensors file: a plain `state_dict` as users write it
+    (`safetensors.torch.save_file(model.state_dict(), "model.safetensors")`, the architecture's own tensor
+    names), or a checkpoint this service wrote (it carries its spec in its metadata). The spec fields say
+    how the model sees its input; those left out default to the dataset's (its class count, channels,
+    image size, and its train-split mean/std). The service loads the weights strictly and runs one forward
+    pass on real images of the dataset before it stores anything.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    dataset_id: Annotated[str, Field(min_length=1, max_length=40)]
+    architecture: Annotated[
+        Architecture | None,
+        Field(description="Required for a plain state_dict, e.g. torchvision/resnet18."),
+    ] = None
+    num_classes: Annotated[int | None, Field(ge=2, le=100_000)] = None
+    in_channels: Annotated[int | None, Field(ge=1, le=64)] = None
+    image_size: Annotated[
+        int | None, Field(ge=1, le=4096, description="Height and width of the (square) input images.")
+    ] = None
+    mean: PerChannel = None
+    std: PerChannel = None
+    width: Annotated[
+        int | None, Field(ge=1, le=4096, description="Base width of a built-in or plugin architecture.")
+    ] = None
+
+    def declared_spec(self) -> dict[str, Any]:
+        """The spec fields the form gives (those left out are not in the dict)."""
+        return self.model_dump(exclude={"name", "dataset_id"}, exclude_none=True)
+
+
+UPLOAD_TEXT_FIELDS = tuple(ModelUploadForm.model_fields)
 
 
 class ModelLinks(BaseModel):
@@ -100,12 +183,15 @@ class ModelVersionOut(BaseModel):
         )
 
 
-UPLOAD_FORM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["name", "dataset_id", "checkpoint"],
-    "properties": {
-        "name": {"type": "string", "minLength": 1, "maxLength": 200},
-        "dataset_id": {"type": "string", "minLength": 1, "maxLength": 40},
-        "checkpoint": {"type": "string", "format": "binary", "description": "A safetensors checkpoint."},
-    },
-}
+def upload_form_schema() -> dict[str, Any]:
+    """The OpenAPI schema of the upload form (component `ModelUpload`): the text fields plus the file."""
+    schema = ModelUploadForm.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema["title"] = "ModelUpload"
+    schema["properties"]["checkpoint"] = {
+        "type": "string",
+        "format": "binary",
+        "description": "A safetensors file: a plain state_dict in the architecture's own tensor names, or a "
+        "checkpoint this service wrote. Pickles (torch.save) are refused.",
+    }
+    schema["required"] = [*schema.get("required", []), "checkpoint"]
+    return schema

@@ -1,12 +1,19 @@
-"""Models: ask a worker to train one, or register an uploaded checkpoint as version 1; browse versions."""
+"""Models: ask a worker to train one, or register an uploaded checkpoint as version 1; browse versions.
+
+An upload is checked before anything is stored (`register_upload`): torch-free checks here (the file is
+safetensors, not a pickle; the spec fields agree with the file's own spec and the dataset's class count),
+then the model check in a child process (`app.model_registry.checker`, running
+`unlearning.upload_check`): the spec resolved against the dataset, a strict load, one forward pass on real
+images. A plain state_dict is stored with the resolved spec added to its metadata (tensor names and bytes
+untouched); a checkpoint this service wrote is stored byte for byte.
+"""
 
 import hashlib
-import json
 import os
-import subprocess
-import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,24 +21,27 @@ from sqlalchemy.orm import Session
 from app.datasets.service import get_dataset
 from app.errors import ProblemError, error_item, invalid
 from app.listing import get_or_404, keyset_page
+from app.model_registry.checker import CHECKER, CheckerUnavailable
 from app.model_registry.schemas import ModelOut, ModelTrainCreate, ModelVersionOut
+from app.model_registry.upload import ReceivedUpload
 from app.schemas import Page
 from core import lifecycle
 from core.db.audit import AuditEventType
 from core.db.models import Model, ModelStatus, ModelVersion, new_id
 from core.settings import Settings
-from models.checkpoint_header import CheckpointError, read_header
+from models.checkpoint_header import (
+    FORMAT_KEY,
+    FORMAT_VALUE,
+    SPEC_KEY,
+    CheckpointError,
+    parse_spec,
+    read_tensors,
+    write_with_metadata,
+)
+from models.spec import BUILTIN_ARCHITECTURES, ModelSpec
 
-WEIGHTS_CHECK_TIMEOUT_S = 300
-_WEIGHTS_CHECK_SCRIPT = """
-import json, sys
-from models.checkpoint import CheckpointError, load_checkpoint
-try:
-    load_checkpoint(sys.argv[1])
-    print(json.dumps({"ok": True}))
-except CheckpointError as error:
-    print(json.dumps({"ok": False, "error": str(error)}))
-"""
+UPLOAD_SHA256_KEY = "upload_sha256"
+"""Metadata key of a stored upload: the sha256 of the file as the user sent it."""
 
 
 def model_out(model: Model) -> ModelOut:
@@ -43,8 +53,16 @@ def version_out(version: ModelVersion) -> ModelVersionOut:
 
 
 def request_training(session: Session, body: ModelTrainCreate, *, actor: str | None) -> Model:
-    """A `training` model plus a queued `train` job; the caller commits and enqueues."""
-    dataset = get_dataset(session, body.dataset_id, field="dataset_id", where="body")
+    """A `training` model plus a queued `train` job; the caller commits and enqueues.
+
+    An architecture other than the built-ins is checked first (it must build for the dataset's images and
+    classes and run on them), in the model-check process."""
+    dataset = DatasetRef.read(session, body.dataset_id)
+    if body.architecture not in BUILTIN_ARCHITECTURES:
+        declared = {"architecture": body.architecture}
+        if body.width is not None:
+            declared["width"] = body.width
+        model_check(dataset, declared=declared)
     model = Model(
         id=new_id("mdl"),
         name=body.name,
@@ -77,57 +95,137 @@ def file_sha256(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def check_weights_fit(path: Path) -> str | None:
-    """Load the checkpoint into the architecture its spec names, in a child process (torch stays out of
-    the API process). None when it fits, else the reason."""
-    completed = subprocess.run(
-        [sys.executable, "-c", _WEIGHTS_CHECK_SCRIPT, str(path)],
-        capture_output=True,
-        text=True,
-        timeout=WEIGHTS_CHECK_TIMEOUT_S,
-        check=False,
-    )
+@dataclass(frozen=True)
+class DatasetRef:
+    """What the model check needs of a dataset row, read before the check so that no transaction (on
+    SQLite: the write lock) is held while it runs."""
+
+    id: str
+    format: str
+    uri: str | None
+    options: dict[str, Any]
+    num_classes: int
+
+    @classmethod
+    def read(cls, session: Session, dataset_id: str) -> "DatasetRef":
+        row = get_dataset(session, dataset_id, field="dataset_id", where="body")
+        ref = cls(row.id, row.format, row.uri, dict(row.options or {}), row.num_classes)
+        session.rollback()  # end the read transaction before the (seconds-long) check
+        return ref
+
+
+def model_check(
+    dataset: DatasetRef,
+    *,
+    declared: dict[str, Any],
+    file_spec: ModelSpec | None = None,
+    checkpoint: Path | None = None,
+) -> ModelSpec:
+    """The spec the model-check process resolves and verifies (see `unlearning.upload_check`); a 422
+    naming the field at fault when it refuses."""
+    request = {
+        "dataset": {
+            "id": dataset.id,
+            "format": dataset.format,
+            "uri": dataset.uri,
+            "options": dataset.options,
+        },
+        "declared": declared,
+        "file_spec": file_spec.model_dump(mode="json") if file_spec is not None else None,
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+    }
     try:
-        verdict = json.loads(completed.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        raise RuntimeError(
-            f"checkpoint weight check failed to run (exit {completed.returncode}): {completed.stderr[-2000:]}"
+        answer = CHECKER.check(request)
+    except CheckerUnavailable as error:
+        raise ProblemError(
+            503, f"the model check is unavailable: {error}", slug="check-unavailable"
         ) from None
-    return None if verdict.get("ok") else str(verdict.get("error"))
+    if answer.get("ok"):
+        return ModelSpec.model_validate(answer["spec"])
+    if answer.get("internal"):
+        raise RuntimeError(f"the model check failed: {answer.get('message')}")
+    message = str(answer.get("message"))
+    if checkpoint is not None:
+        message = message.replace(checkpoint.name, "the uploaded file")
+    raise invalid(str(answer.get("field") or "checkpoint"), message, value=answer.get("value"))
+
+
+def _declared_conflicts(declared: dict[str, Any], file_spec: ModelSpec) -> None:
+    own = file_spec.model_dump(mode="json")
+    for key, value in declared.items():
+        if own.get(key) != value:
+            raise invalid(
+                key, f"{value!r} here, but the checkpoint's own spec says {own.get(key)!r}", value=value
+            )
 
 
 def register_upload(
-    session: Session, settings: Settings, *, name: str, dataset_id: str, temp_path: Path, actor: str | None
+    session: Session, settings: Settings, upload: ReceivedUpload, *, actor: str | None
 ) -> Model:
-    """Validate the uploaded file at `temp_path`, move it into the artifact store and record model + v1.
+    """Validate the uploaded file, move it into the artifact store and record model + v1.
 
     The caller commits; on any error the temporary file is removed and nothing is written.
     """
+    temp_path = upload.temp_path
     final_path: Path | None = None
     try:
-        dataset = get_dataset(session, dataset_id, field="dataset_id", where="body")
+        dataset = DatasetRef.read(session, upload.dataset_id)
         try:
-            header = read_header(temp_path)
+            listing = read_tensors(temp_path)
+            file_spec = parse_spec(listing.metadata, temp_path.name) if SPEC_KEY in listing.metadata else None
         except CheckpointError as error:
             raise invalid("checkpoint", str(error).replace(temp_path.name, "the uploaded file")) from None
-        spec = header.spec
-        if spec.num_classes != dataset.num_classes:
+        declared = upload.declared
+        if file_spec is None and "architecture" not in declared:
             raise invalid(
-                "checkpoint",
-                f"the checkpoint's spec has num_classes={spec.num_classes} but dataset {dataset.id} has "
-                f"{dataset.num_classes} classes",
-                value={"spec.num_classes": spec.num_classes},
+                "architecture",
+                "required for a plain state_dict (the file carries no spec of this service): name its "
+                "architecture, e.g. torchvision/resnet18",
             )
-        if settings.verify_uploaded_weights:
-            reason = check_weights_fit(temp_path)
-            if reason is not None:
-                raise invalid("checkpoint", reason.replace(temp_path.name, "the uploaded file"))
-        sha256, size_bytes = file_sha256(temp_path)
-        model = Model(id=new_id("mdl"), name=name, architecture=spec.architecture, dataset_id=dataset.id)
+        if file_spec is not None:
+            _declared_conflicts(declared, file_spec)
+            if file_spec.num_classes != dataset.num_classes:
+                raise invalid(
+                    "checkpoint",
+                    f"the checkpoint's spec has num_classes={file_spec.num_classes} but dataset {dataset.id} "
+                    f"has {dataset.num_classes} classes",
+                    value={"spec.num_classes": file_spec.num_classes},
+                )
+        elif "num_classes" in declared and declared["num_classes"] != dataset.num_classes:
+            raise invalid(
+                "num_classes",
+                f"{declared['num_classes']} classes, but dataset {dataset.id} has {dataset.num_classes}",
+                value=declared["num_classes"],
+            )
+        if file_spec is None or settings.verify_uploaded_weights:
+            spec = model_check(dataset, declared=declared, file_spec=file_spec, checkpoint=temp_path)
+        else:
+            spec = file_spec
+        upload_sha256, upload_size = file_sha256(temp_path)
+        model = Model(
+            id=new_id("mdl"), name=upload.name, architecture=spec.architecture, dataset_id=dataset.id
+        )
         version_id = new_id("ver")
         final_path = settings.artifacts / "models" / model.id / f"{version_id}.safetensors"
         final_path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temp_path, final_path)
+        if file_spec is None:
+            metadata = {
+                **{
+                    key: value for key, value in listing.metadata.items() if key not in (SPEC_KEY, FORMAT_KEY)
+                },
+                SPEC_KEY: spec.model_dump_json(),
+                FORMAT_KEY: FORMAT_VALUE,
+                "model_id": model.id,
+                "version_id": version_id,
+                "dataset_id": dataset.id,
+                "method": "upload",
+                UPLOAD_SHA256_KEY: upload_sha256,
+            }
+            write_with_metadata(temp_path, final_path, metadata)
+            temp_path.unlink(missing_ok=True)
+        else:
+            os.replace(temp_path, final_path)
+        sha256, size_bytes = file_sha256(final_path)
         lifecycle.model_created(
             session,
             model,
@@ -135,7 +233,7 @@ def register_upload(
             actor=actor,
             event=AuditEventType.model_registered,
             data={
-                "name": name,
+                "name": upload.name,
                 "architecture": spec.architecture,
                 "dataset_id": dataset.id,
                 "source": "upload",
@@ -148,7 +246,14 @@ def register_upload(
             sha256=sha256,
             size_bytes=size_bytes,
             method="upload",
-            params={"spec": spec.model_dump()},
+            params={
+                "spec": spec.model_dump(),
+                "upload": {
+                    "sha256": upload_sha256,
+                    "size_bytes": upload_size,
+                    "had_spec": file_spec is not None,
+                },
+            },
             version_id=version_id,
             actor=actor,
         )

@@ -1,14 +1,18 @@
-"""Receiving a checkpoint upload: size cap enforced while streaming to a temporary file."""
+"""Receiving a checkpoint upload: the form's text fields validated (`ModelUploadForm`), the file's size cap
+enforced while streaming it to a temporary file."""
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fastapi import Request
+from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from app.errors import ProblemError, error_item, invalid
+from app.errors import ProblemError, error_item, invalid, problem_from_validation
+from app.model_registry.schemas import UPLOAD_TEXT_FIELDS, ModelUploadForm
 from app.schemas import storable_text
 from core.settings import Settings
 
@@ -21,6 +25,8 @@ class ReceivedUpload:
     name: str
     dataset_id: str
     temp_path: Path
+    declared: dict[str, Any] = field(default_factory=dict)
+    """The spec fields the form gave (architecture, num_classes, ...); see `ModelUploadForm`."""
 
 
 def too_large(settings: Settings, what: str = "checkpoint") -> ProblemError:
@@ -54,15 +60,16 @@ async def receive_upload(request: Request, settings: Settings) -> ReceivedUpload
         and int(declared) > settings.max_upload_bytes + FORM_OVERHEAD_BYTES
     ):
         raise too_large(settings)
-    form = await request.form(max_files=1, max_fields=10)
+    form = await request.form(max_files=1, max_fields=len(UPLOAD_TEXT_FIELDS) + 2)
     try:
-        unexpected = sorted(set(form.keys()) - {"name", "dataset_id", "checkpoint"})
+        expected = [*UPLOAD_TEXT_FIELDS, "checkpoint"]
+        unexpected = sorted(set(form.keys()) - set(expected))
         if unexpected:
-            raise invalid(
-                unexpected[0], f"unexpected form fields {unexpected}; expected name, dataset_id, checkpoint"
-            )
+            message = f"unexpected form fields {unexpected}; expected {', '.join(expected)}"
+            raise invalid(unexpected[0], message)
         name = _text_field(form.get("name"), "name", 200)
         dataset_id = _text_field(form.get("dataset_id"), "dataset_id", 40)
+        declared = _spec_fields(form, name, dataset_id)
         upload = form.get("checkpoint")
         if not isinstance(upload, UploadFile):
             raise invalid("checkpoint", "required form field (a file part holding a safetensors checkpoint)")
@@ -83,6 +90,25 @@ async def receive_upload(request: Request, settings: Settings) -> ReceivedUpload
         except BaseException:
             temp_path.unlink(missing_ok=True)
             raise
-        return ReceivedUpload(name=name, dataset_id=dataset_id, temp_path=temp_path)
+        return ReceivedUpload(name=name, dataset_id=dataset_id, temp_path=temp_path, declared=declared)
     finally:
         await form.close()
+
+
+def _spec_fields(form: Any, name: str, dataset_id: str) -> dict[str, Any]:
+    """The spec fields the form gives, validated by `ModelUploadForm` (empty fields count as absent)."""
+    raw: dict[str, Any] = {"name": name, "dataset_id": dataset_id}
+    for key in UPLOAD_TEXT_FIELDS:
+        if key in raw:
+            continue
+        value = form.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise invalid(key, "a text field, not a file")
+        if value.strip():
+            raw[key] = value.strip()
+    try:
+        return ModelUploadForm.model_validate(raw).declared_spec()
+    except ValidationError as error:
+        raise problem_from_validation(error) from None

@@ -4,7 +4,12 @@ Each row stores `hash = sha256(prev_hash || canonical JSON of the row)` where th
 except `id` and `hash`, and `prev_hash` is the previous row's hash (64 zeros for the first row). Appends
 are serialised: on PostgreSQL by a transaction-scoped advisory lock, on SQLite by the write lock every
 transaction takes (see core.db.session). `prev_hash` is unique, so a fork is refused by the database.
-"""
+
+Group commit: a session marked with `defer_audit(session)` (the API's request creation) does not take the
+lock at each append: its events are kept in the session and chained when it commits (a `before_commit`
+hook takes the lock, reads the head and inserts them all), so the lock is held once per transaction, for
+three statements and the commit, however many events and however long the transaction. The API's
+request batcher puts many requests in one transaction, so the chain's lock is taken once per batch."""
 
 import json
 from dataclasses import dataclass
@@ -12,13 +17,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.orm import Session
 
 from core.db.models import AuditEvent, utcnow
 from core.evidence import EVENT_FIELDS, GENESIS_HASH, canonical_json, event_hash
 
 _PG_AUDIT_LOCK_KEY = 0x756E6C6561726E  # "unlearn"
+DEFERRED_INFO_KEY = "audit_deferred"
 
 
 class AuditEventType(StrEnum):
@@ -32,6 +38,8 @@ class AuditEventType(StrEnum):
     request_cancelled = "request.cancelled"
     request_succeeded = "request.succeeded"
     request_failed = "request.failed"
+    request_audit_failed = "request.audit_failed"
+    job_escalated = "job.escalated"
     job_started = "job.started"
     job_retried = "job.retried"
     job_finished = "job.finished"
@@ -69,6 +77,51 @@ def compute_event_hash(event: AuditEvent) -> str:
     return event_hash(event_payload(event))
 
 
+def _is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def defer_audit(session: Session) -> None:
+    """Chain this session's audit events when it commits, under one lock for all of them (PostgreSQL;
+    elsewhere appends stay immediate: SQLite's write lock serialises every transaction anyway)."""
+    if DEFERRED_INFO_KEY in session.info or not _is_postgresql(session):
+        return
+    session.info[DEFERRED_INFO_KEY] = []
+    event.listen(session, "before_commit", _chain_deferred)
+    event.listen(session, "after_soft_rollback", _forget_deferred)
+
+
+def _forget_deferred(session: Session, _previous: Any = None) -> None:
+    session.info.get(DEFERRED_INFO_KEY, []).clear()
+
+
+def _chain_deferred(session: Session) -> None:
+    staged: list[dict[str, Any]] = session.info.get(DEFERRED_INFO_KEY, [])
+    if not staged:
+        return
+    _lock_chain(session)
+    previous = _last_hash(session)
+    for row in staged:
+        row["prev_hash"] = previous
+        row["hash"] = previous = event_hash({**row, "created_at": _iso(row["created_at"])})
+    session.connection().execute(insert(AuditEvent.__table__), staged)
+    staged.clear()
+
+
+_STAGED: Any = AuditEvent(event="(staged: chained when the session commits)")
+"""What `append_audit_event` returns for a deferred event (no caller reads it; an ORM object per event
+would cost more than the event itself)."""
+
+
+def _lock_chain(session: Session) -> None:
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_AUDIT_LOCK_KEY})
+
+
+def _last_hash(session: Session) -> str:
+    last = session.execute(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)).scalar()
+    return last or GENESIS_HASH
+
+
 def append_audit_event(
     session: Session,
     event: str,
@@ -83,22 +136,27 @@ def append_audit_event(
     """Append one event in the caller's transaction (it becomes visible when the caller commits).
 
     Call it late in a transaction: on PostgreSQL it holds a lock that serialises appends until commit.
+    In a session marked `defer_audit` the event is chained at commit instead (no lock now), and the
+    returned event has no id, prev_hash nor hash yet.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_AUDIT_LOCK_KEY})
-    last_hash = session.execute(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)).scalar()
     # Round-trip data through JSON so the hashed value is exactly what the database gives back.
-    row = AuditEvent(
-        created_at=utcnow(),
-        event=str(event),
-        actor=actor,
-        request_id=request_id,
-        model_id=model_id,
-        version_id=version_id,
-        job_id=job_id,
-        data=json.loads(canonical_json(data or {})),
-        prev_hash=last_hash or GENESIS_HASH,
-    )
+    content = {
+        "created_at": utcnow(),
+        "event": str(event),
+        "actor": actor,
+        "request_id": request_id,
+        "model_id": model_id,
+        "version_id": version_id,
+        "job_id": job_id,
+        "data": json.loads(canonical_json(data or {})),
+    }
+    staged = session.info.get(DEFERRED_INFO_KEY)
+    if staged is not None:
+        staged.append(content)
+        return _STAGED  # the row exists once the session commits
+    if _is_postgresql(session):
+        _lock_chain(session)
+    row = AuditEvent(**content, prev_hash=_last_hash(session))
     row.hash = compute_event_hash(row)
     session.add(row)
     session.flush()

@@ -92,10 +92,12 @@ class RequestStatus(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    audit_failed = "audit_failed"
+    """Ran, but its audit never passed the acceptance policy (no retrain allowed): no certificate."""
 
 
 FINISHED_REQUEST_STATUSES = frozenset(
-    {RequestStatus.succeeded, RequestStatus.failed, RequestStatus.cancelled}
+    {RequestStatus.succeeded, RequestStatus.failed, RequestStatus.cancelled, RequestStatus.audit_failed}
 )
 ACTIVE_REQUEST_STATUSES = frozenset({RequestStatus.queued, RequestStatus.running})
 
@@ -268,6 +270,7 @@ class DeletionRequest(Base):
         Index("ix_deletion_requests_external_ref", "external_ref"),
         Index("ix_deletion_requests_model_status", "model_id", "status"),
         Index("ix_deletion_requests_due_at", "due_at"),
+        Index("ix_deletion_requests_idempotency_key", "idempotency_key"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("req"))
@@ -327,6 +330,43 @@ class AuditEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class PendingItem(Base):
+    """What an active (queued or running) deletion request holds on its model: one row per sample id
+    (`kind` "s") or its class (`kind` "c", `item` the class index). The primary key makes "already pending
+    elsewhere" an indexed lookup of just the posted ids, and refuses a concurrent duplicate.
+
+    Written by the API with the request; removed by the database itself when the request leaves the
+    active statuses (trigger `trg_deletion_requests_release_pending`, migration 0005) or is deleted.
+    """
+
+    __tablename__ = "pending_items"
+
+    model_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(1), primary_key=True)
+    item: Mapped[str] = mapped_column(String(512), primary_key=True)
+    request_id: Mapped[str] = mapped_column(
+        ForeignKey("deletion_requests.id", ondelete="CASCADE"), index=True
+    )
+
+
+PENDING_SAMPLE = "s"
+PENDING_CLASS = "c"
+
+
+class DeletionBatch(Base):
+    """A batch of deletion requests posted under an Idempotency-Key: its body hash and the outcome of
+    each item (`{"status": 202, "id": ...}` or `{"status": 4xx, "problem": {...}}`), replayed as a whole."""
+
+    __tablename__ = "deletion_batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("bat"))
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    api_key_id: Mapped[str | None] = mapped_column(String(40))
+    results: Mapped[list[Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AuditCheckpoint(Base):

@@ -43,8 +43,24 @@ def _install_sqlite_transaction_control(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
-def make_engine(url: str) -> Engine:
-    """A new engine for `url` (most code wants the cached `get_engine`)."""
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    pool_timeout_s: float = 30.0,
+    pre_ping: bool = True,
+    connect_timeout_s: float | None = None,
+    server_options: dict[str, str] | None = None,
+    autocommit: bool = False,
+) -> Engine:
+    """A new engine for `url` (most code wants the cached `get_engine`).
+
+    PostgreSQL only: `pool_size` + `max_overflow` connections at most, a checkout waits `pool_timeout_s`;
+    `pre_ping` tests each connection on checkout (one round trip; without it a connection that died is
+    noticed by the statement that uses it, which invalidates the pool); `server_options` are run-time
+    parameters of each connection (`{"lock_timeout": "5s"}`); `autocommit`: every statement commits by
+    itself (reads of one statement need neither BEGIN nor ROLLBACK)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -54,24 +70,55 @@ def make_engine(url: str) -> Engine:
         )
         _install_sqlite_transaction_control(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    connect_args: dict[str, Any] = {}
+    if connect_timeout_s is not None:
+        connect_args["connect_timeout"] = max(1, round(connect_timeout_s))
+    if server_options:
+        connect_args["options"] = " ".join(f"-c {name}={value}" for name, value in server_options.items())
+    return create_engine(
+        url,
+        **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
+        pool_pre_ping=pre_ping,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout_s,
+        connect_args=connect_args,
+    )
 
 
-def get_engine(url: str | None = None) -> Engine:
+def get_engine(url: str | None = None, **options: Any) -> Engine:
+    """The process's engine for `url`; `options` (see `make_engine`) apply when this call creates it."""
     url = url or get_settings().database_url
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
-            engine = _engines[url] = make_engine(url)
+            engine = _engines[url] = make_engine(url, **options)
         return engine
 
 
-def dispose_engine(url: str) -> None:
-    """Forget and close the cached engine for `url` (tests dropping their database use this)."""
+def get_read_engine(url: str, **options: Any) -> Engine:
+    """The process's autocommit engine for one-statement reads of `url` (PostgreSQL; on SQLite the engine
+    of `get_engine`): its own pool, whose connections stay in autocommit."""
+    if make_url(url).get_backend_name() != "postgresql":
+        return get_engine(url)
+    key = READ_ENGINE_PREFIX + url
     with _engines_lock:
-        engine = _engines.pop(url, None)
-    if engine is not None:
-        engine.dispose()
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = make_engine(url, **options, autocommit=True)
+        return engine
+
+
+READ_ENGINE_PREFIX = "read:"
+
+
+def dispose_engine(url: str) -> None:
+    """Forget and close the cached engines for `url` (tests dropping their database use this)."""
+    with _engines_lock:
+        engines = [_engines.pop(key, None) for key in (url, READ_ENGINE_PREFIX + url)]
+    for engine in engines:
+        if engine is not None:
+            engine.dispose()
 
 
 def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:

@@ -55,8 +55,23 @@ def cut_forget(probs: AuditProbs, rows: list[int]) -> AuditProbs:
     return replace(probs, forget=SplitProbs(probs.forget.probs[rows], probs.forget.labels[rows]))
 
 
+def request_rows(claim: JobClaim, splits: UnlearningSplits) -> dict[str, list[int]]:
+    """Each request's own samples (without tombstones) as rows of the job's forget set; a request with
+    none left (all forgotten already by another) is absent."""
+    forget_ids = list(splits.forget.sample_ids)
+    if len(claim.requests) == 1:
+        return {claim.requests[0].id: list(range(len(forget_ids)))}
+    row_of = {sample: row for row, sample in enumerate(forget_ids)}
+    rows = {
+        request.id: [row_of[sample] for sample in dict.fromkeys(request.sample_ids) if sample in row_of]
+        for request in claim.requests
+    }
+    return {request_id: own for request_id, own in rows.items() if own}
+
+
 class RequestAudits:
-    """Predictions of every model of the job, once; then one report per request (see the module doc)."""
+    """One report per request, cut from the outputs of the job's models on the job's splits (see the
+    module doc): `probs` maps before / after / (reference) to them."""
 
     def __init__(
         self,
@@ -64,31 +79,20 @@ class RequestAudits:
         runtime: JobRuntime,
         dataset: Dataset,
         splits: UnlearningSplits,
-        parent: Classifier,
-        new_model: Classifier,
-        reference_model: Classifier | None,
+        probs: dict[str, AuditProbs],
+        device: Any,
     ) -> None:
         from unlearning.audit import metrics_from_probs
-        from unlearning.training import pick_device
 
         self.claim, self.runtime, self.dataset, self.splits = claim, runtime, dataset, splits
-        self.device = pick_device()
+        self.device = device
         self.html_pages: dict[str, str] = {}
         """request id -> its HTML audit page, for the reports `reports` rendered."""
         runtime.progress(0.8, "auditing")
-        models = {"before": parent, "after": new_model, "reference": reference_model}
-        self.probs = {role: job_probs(model, splits, self.device) for role, model in models.items() if model}
-        self.job_results = {role: metrics_from_probs(probs) for role, probs in self.probs.items()}
+        self.probs = probs
+        self.rows = request_rows(claim, splits)
+        self.job_results = {role: metrics_from_probs(role_probs) for role, role_probs in probs.items()}
         self.job_after = self.job_results["after"]
-
-    def _request_forget(self, sample_ids: tuple[str, ...]) -> tuple[list[str], list[int]]:
-        """The request's own forget samples (without tombstones) and their rows in the job's forget set."""
-        if len(self.claim.requests) == 1:
-            own = list(self.splits.forget.sample_ids)
-            return own, list(range(len(own)))
-        row_of = {sample: row for row, sample in enumerate(self.splits.forget.sample_ids)}
-        own = [sample for sample in dict.fromkeys(sample_ids) if sample in row_of]
-        return own, [row_of[sample] for sample in own]
 
     def _results(self, rows: list[int]) -> dict[str, AuditResult]:
         from unlearning.audit import metrics_from_probs
@@ -97,8 +101,14 @@ class RequestAudits:
             return self.job_results
         return {role: metrics_from_probs(cut_forget(probs, rows)) for role, probs in self.probs.items()}
 
-    def reports(self, provenance: dict[str, Any], pages_dir: Path | None = None) -> dict[str, dict[str, Any]]:
-        """The JSON report of each request; with `pages_dir`, also its HTML page there."""
+    def reports(
+        self,
+        provenance: dict[str, Any],
+        pages_dir: Path | None = None,
+        sections: dict[str, dict[str, Any]] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """The JSON report of each request (with its `sections`, e.g. the acceptance ladder, in its
+        provenance); with `pages_dir`, also its HTML page there."""
         from unlearning.audit import AuditReport
         from unlearning.types import Cancelled
 
@@ -109,9 +119,10 @@ class RequestAudits:
             if self.runtime.should_stop():
                 raise Cancelled("stop requested while auditing")
             self.runtime.progress(0.8 + 0.19 * index / len(claim.requests), "auditing")
-            own, rows = self._request_forget(request.sample_ids)
-            if not own:
+            rows = self.rows.get(request.id)
+            if rows is None:
                 continue
+            own = [self.splits.forget.sample_ids[row] for row in rows]
             results = self._results(rows)
             record = {
                 **provenance,
@@ -119,6 +130,7 @@ class RequestAudits:
                 "device": str(self.device),
                 "torch_threads": torch_threads(),
                 "sets": split_record(self.splits, claim.tombstones, own),
+                **(sections or {}).get(request.id, {}),
             }
             report = AuditReport(
                 before=results["before"],

@@ -39,6 +39,8 @@ from core.db import (
 )
 from core.db.audit import canonical_json
 from core.problems import problem
+from core.request_params import allows_retrain
+from unlearning.audit.acceptance import AcceptancePolicy
 
 
 class ClaimStatus(StrEnum):
@@ -58,6 +60,8 @@ class ClaimPolicy:
     coalesce_window_s: float = 0.0
     """A new unlearn job starts once its oldest request has waited this long, so a burst of requests
     on the model shares one run; 0 starts at once."""
+    acceptance: AcceptancePolicy = field(default_factory=AcceptancePolicy)
+    retrain_fallback: bool = True
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,9 @@ class JobClaim:
     train_params: dict[str, Any] = field(default_factory=dict)
     requests: tuple[RequestSpec, ...] = ()
     tombstones: frozenset[str] = frozenset()
+    acceptance: AcceptancePolicy = field(default_factory=AcceptancePolicy)
+    retrain_allowed: bool = False
+    """The acceptance ladder may end in an exact retrain (the deployment or the request allows it)."""
 
     @property
     def request_ids(self) -> list[str]:
@@ -380,6 +387,8 @@ def claim_unlearn_job(
             for request in members
         ),
         tombstones=tombstones,
+        acceptance=policy.acceptance,
+        retrain_allowed=policy.retrain_fallback or allows_retrain(first.params or {}),
     )
     return ClaimOutcome(ClaimStatus.claimed, claim)
 

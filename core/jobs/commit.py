@@ -44,6 +44,13 @@ class UnlearnResult:
     """The id the new version gets (the reports' provenance names it before the row exists)."""
     html_reports: dict[str, str] = field(default_factory=dict)
     """request id -> path of its HTML audit page (`GET .../audit.html`)."""
+    method: str | None = None
+    """The method the kept model comes from (the acceptance ladder may have escalated to retrain)."""
+    params: dict[str, Any] | None = None
+    escalations: list[dict[str, Any]] = field(default_factory=list)
+    """One record per rung climbed past the first (each a `job.escalated` event)."""
+    audit_failed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """request id -> the verdict it failed on the last rung: it ends `audit_failed`."""
 
 
 @dataclass(frozen=True)
@@ -85,14 +92,23 @@ def commit_unlearn_success(
     new_tombstones = {
         sample: request for sample, request in result.forgotten.items() if sample not in already
     }
+    for escalation in result.escalations:
+        append_audit_event(
+            session,
+            AuditEventType.job_escalated,
+            actor=claim.worker_id,
+            model_id=model.id,
+            job_id=claim.job_id,
+            data=escalation,
+        )
     version = lifecycle.version_created(
         session,
         model,
         checkpoint_uri=result.checkpoint_uri,
         sha256=result.sha256,
         size_bytes=result.size_bytes,
-        method=claim.method,
-        params=claim.params,
+        method=result.method or claim.method,
+        params=claim.params if result.params is None else result.params,
         parent_id=claim.parent_version_id,
         forgotten_count=claim.parent_forgotten_count + len(new_tombstones),
         metrics=result.metrics,
@@ -139,6 +155,18 @@ def commit_unlearn_success(
                 job_id=claim.job_id,
                 data=_report_digest(report),
             )
+        failed = result.audit_failed.get(request.id)
+        if failed is not None:
+            rungs = len(result.escalations) + 1
+            error = problem(
+                "audit-failed",
+                "The audit did not pass the acceptance policy",
+                f"{failed['test']}: {failed['reason']} (after {rungs} rung(s); no retrain allowed)",
+                status=422,
+                verdict=failed,
+            )
+            lifecycle.request_audit_failed(session, request, version, error, now, actor=claim.worker_id)
+            continue
         forgotten = sum(1 for owner in new_tombstones.values() if owner == request.id)
         lifecycle.request_succeeded(
             session, request, version, now, actor=claim.worker_id, forgotten=forgotten

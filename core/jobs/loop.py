@@ -68,6 +68,8 @@ def claim_job(
         heartbeat_stale_s=settings.heartbeat_stale_s,
         max_attempts=settings.max_attempts,
         coalesce_window_s=settings.coalesce_window_s,
+        acceptance=settings.acceptance,
+        retrain_fallback=settings.retrain_fallback,
     )
     return STRATEGIES[kind].claim(session, model_id, worker_id=worker_id, now=utcnow(), policy=policy)
 

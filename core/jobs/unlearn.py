@@ -4,9 +4,10 @@ audit every request it serves. Returns what `core.jobs.commit.commit_unlearn_suc
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.db import new_id
+from core.jobs.acceptance import Climb, climb, rungs_for
 from core.jobs.artifacts import (
     Stopwatch,
     checkpoint_path,
@@ -16,7 +17,7 @@ from core.jobs.artifacts import (
     split_record,
     splits_for,
 )
-from core.jobs.audits import RequestAudits
+from core.jobs.audits import RequestAudits, job_probs, request_rows
 from core.jobs.claim import JobClaim
 from core.jobs.commit import UnlearnResult
 from core.jobs.retry import PermanentJobError
@@ -24,7 +25,11 @@ from core.jobs.runtime import JobRuntime
 from core.request_params import split_reference
 
 if TYPE_CHECKING:
+    from models.base import Classifier
+    from models.checkpoint import CheckpointInfo
+    from unlearning.audit import AuditProbs
     from unlearning.data import UnlearningSplits
+    from unlearning.methods.base import MethodConfig
 
 
 def run_unlearn(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> UnlearnResult:
@@ -32,21 +37,13 @@ def run_unlearn(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> Unlear
 
     Returns the result for `commit_unlearn_success`, including the id the new version will get (the
     reports' provenance names it before the version row exists). Raises `Cancelled` on a stop.
+    The method runs on the acceptance ladder (`core.jobs.acceptance`): the version keeps the first rung
+    whose audit passes for every request, or the last one.
     Progress: data 0-5 %, method 5-80 % (5-55 % plus a retrain reference 55-80 %), audits 80-99 %.
     """
-    import torch
-    from pydantic import ValidationError
+    from unlearning.training import pick_device
 
-    from models.checkpoint import save_checkpoint
-    from unlearning.methods.base import UnknownMethodError, get_method, parse_params
-
-    try:
-        reference, raw_params = split_reference(claim.params)
-        method = get_method(claim.method)
-        config = parse_params(claim.method, raw_params)
-    except (UnknownMethodError, ValidationError, ValueError) as error:
-        raise PermanentJobError(f"method {claim.method!r} with params {claim.params}: {error}") from error
-
+    reference, config = _parse(claim)
     clock = Stopwatch()
     runtime.progress(0.0, "loading data")
     dataset = load_dataset_for(claim)
@@ -56,40 +53,36 @@ def run_unlearn(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> Unlear
     splits = splits_for(dataset, claim, forget_ids=claim.forget_ids, excluded=claim.tombstones)
     clock.lap("load")
 
+    device = pick_device()
     method_end = 0.55 if reference == "retrain" else 0.8
     seed = int(getattr(config, "seed", 0) or 0)
-    torch.manual_seed(seed)
-    new_model, info = method.run(
-        parent, splits, config, runtime.window(0.05, method_end), runtime.should_stop
+    rows = request_rows(claim, splits)
+    climbed = climb(
+        claim,
+        runtime,
+        parent,
+        splits,
+        rungs_for(claim, config),
+        rows,
+        seed=seed,
+        window=(0.05, method_end),
+        device=device,
     )
     clock.lap("method")
 
     runtime.progress(method_end, "saving checkpoint")
     version_id = new_id("ver")
-    path = checkpoint_path(artifacts, claim)
-    saved = save_checkpoint(
-        new_model,
-        path,
-        metadata={
-            "model_id": claim.model_id,
-            "version_id": version_id,
-            "job_id": claim.job_id,
-            "parent_version_id": str(claim.parent_version_id),
-            "method": claim.method,
-            "dataset_id": claim.dataset.id,
-        },
-    )
+    path, saved = _save(climbed, claim, version_id, artifacts)
     clock.lap("save")
     audits: RequestAudits | None = None
     try:  # the checkpoint file exists from here on: remove it (and any page) if anything below fails or stops
-        reference_model = None
+        probs = {"before": job_probs(parent, splits, device), "after": climbed.probs}
         if reference == "retrain":
-            retrain = get_method("retrain")
-            reference_model, _ = retrain.run(
-                parent, splits, parse_params("retrain", {}), runtime.window(0.55, 0.8), runtime.should_stop
+            probs["reference"] = (
+                climbed.probs if climbed.rung.exact else _reference(runtime, parent, splits, device)
             )
             clock.lap("reference_retrain")
-        audits = RequestAudits(claim, runtime, dataset, splits, parent, new_model, reference_model)
+        audits = RequestAudits(claim, runtime, dataset, splits, probs, device)
         provenance = {
             "job_id": claim.job_id,
             "attempt": claim.attempt,
@@ -98,7 +91,8 @@ def run_unlearn(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> Unlear
             "dataset_id": claim.dataset.id,
             "method": claim.method,
             "params": claim.params,
-            "method_info": info,
+            "kept_rung": {"rung": climbed.rung.name, "method": climbed.rung.method},
+            "method_info": climbed.info,
             "coalesced_request_ids": claim.request_ids,
             "parent": {"version_id": claim.parent_version_id, "sha256": claim.parent_sha256},
             "new": {"version_id": version_id, "sha256": saved.sha256, "size_bytes": saved.size_bytes},
@@ -107,7 +101,8 @@ def run_unlearn(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> Unlear
             "code_version": code_version(),
             "timings_s": clock.seconds,
         }
-        reports = audits.reports(provenance, artifacts / "reports" / claim.model_id)
+        sections = {request_id: {"acceptance": climbed.section(request_id)} for request_id in rows}
+        reports = audits.reports(provenance, artifacts / "reports" / claim.model_id, sections)
         clock.lap("audit")
     except BaseException:
         path.unlink(missing_ok=True)
@@ -115,12 +110,12 @@ def run_unlearn(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> Unlear
             Path(page).unlink(missing_ok=True)
         raise
 
-    assert audits is not None
     runtime.progress(0.99, "writing results")
     metrics = {
         **audits.job_after.headline(),
         "sets": split_record(splits, claim.tombstones),
-        "method_info": info,
+        "method_info": climbed.info,
+        "acceptance": {"kept_rung": climbed.rung.name, "rungs": len(climbed.records)},
         "timings_s": clock.seconds,
         "request_ids": claim.request_ids,
     }
@@ -133,7 +128,50 @@ def run_unlearn(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> Unlear
         forgotten=forgotten_owners(claim, splits),
         version_id=version_id,
         html_reports=audits.html_pages,
+        method=climbed.rung.method,
+        params=climbed.rung.config.model_dump(mode="json"),
+        escalations=climbed.escalations(),
+        audit_failed={request_id: verdict.to_dict() for request_id, verdict in climbed.failed().items()},
     )
+
+
+def _parse(claim: JobClaim) -> tuple[str | None, MethodConfig]:
+    """The audit reference and the method's typed config; PermanentJobError when they cannot be."""
+    from pydantic import ValidationError
+
+    from unlearning.methods.base import UnknownMethodError, get_method, parse_params
+
+    try:
+        reference, raw_params = split_reference(claim.params)
+        get_method(claim.method)  # an unknown method fails here, before any data is loaded
+        return reference, parse_params(claim.method, raw_params)
+    except (UnknownMethodError, ValidationError, ValueError) as error:
+        raise PermanentJobError(f"method {claim.method!r} with params {claim.params}: {error}") from error
+
+
+def _save(climbed: Climb, claim: JobClaim, version_id: str, artifacts: Path) -> tuple[Path, CheckpointInfo]:
+    from models.checkpoint import save_checkpoint
+
+    path = checkpoint_path(artifacts, claim)
+    metadata = {
+        "model_id": claim.model_id,
+        "version_id": version_id,
+        "job_id": claim.job_id,
+        "parent_version_id": str(claim.parent_version_id),
+        "method": climbed.rung.method,
+        "dataset_id": claim.dataset.id,
+    }
+    return path, save_checkpoint(climbed.model, path, metadata=metadata)
+
+
+def _reference(runtime: JobRuntime, parent: Classifier, splits: UnlearningSplits, device: Any) -> AuditProbs:
+    """The outputs of a model retrained without the forget set: the audit's yardstick."""
+    from unlearning.methods.base import get_method, parse_params
+
+    retrained, _ = get_method("retrain").run(
+        parent, splits, parse_params("retrain", {}), runtime.window(0.55, 0.8), runtime.should_stop
+    )
+    return job_probs(retrained, splits, device)
 
 
 def forgotten_owners(claim: JobClaim, splits: UnlearningSplits) -> dict[str, str]:

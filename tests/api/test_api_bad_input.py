@@ -51,7 +51,7 @@ class Context:
 
     def upload(self, payload: bytes, dataset_id: str | None = None) -> Any:
         return self.client.post(
-            "/v1/models",
+            "/v1/models/upload",
             data={"name": "uploaded", "dataset_id": dataset_id or self.model.dataset_id},
             files={"checkpoint": ("model.safetensors", payload, "application/octet-stream")},
             headers=self.admin,
@@ -139,6 +139,13 @@ def body_cases() -> list[tuple[str, Send, int, str]]:
         ("absurd param", params({"iterations": 10**9}), 422, "params.iterations"),
         ("param below its minimum", params({"batch_size": 1}), 422, "params.batch_size"),
         ("bad audit reference", params({"reference": "oracle"}), 422, "params.reference"),
+        ("allow_retrain not a boolean", params({"allow_retrain": "yes"}), 422, "params.allow_retrain"),
+        (
+            "one sample for multigan (its forget GAN needs two)",
+            req(lambda c: {**one(c), "method": "multigan"}),
+            422,
+            "sample_ids",
+        ),
         ("ftp callback URL", req(lambda c: cls(c, callback_url="ftp://x.example/cb")), 422, "callback_url"),
         (
             "javascript: callback URL",
@@ -207,7 +214,12 @@ def upload_cases() -> list[tuple[str, Send, int, str]]:
             413,
             "checkpoint",
         ),
-        ("upload: no spec", lambda c: c.upload(c.safetensors(zeros, {"other": "x"})), 422, "checkpoint"),
+        (
+            "upload: a plain state_dict without the architecture field",
+            lambda c: c.upload(c.safetensors(zeros, {"other": "x"})),
+            422,
+            "architecture",
+        ),
         ("upload: spec not JSON", lambda c: c.upload(c.safetensors(zeros, {"spec": "{"})), 422, "checkpoint"),
         (
             "upload: spec for 11 classes on a 10-class dataset",

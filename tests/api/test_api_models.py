@@ -30,7 +30,7 @@ def mlp_checkpoint(tmp_path_factory) -> bytes:
 
 def upload(client, headers, dataset_id, payload: bytes, name="uploaded"):
     return client.post(
-        "/v1/models",
+        "/v1/models/upload",
         data={"name": name, "dataset_id": dataset_id},
         files={"checkpoint": ("model.safetensors", payload, "application/octet-stream")},
         headers=headers,
@@ -134,7 +134,6 @@ def test_bad_uploads_are_refused_and_leave_nothing_behind(
         ("not safetensors", b"PK\x03\x04 this is a zip, not a checkpoint" * 10, 422),
         ("truncated", mlp_checkpoint[: len(mlp_checkpoint) // 2], 422),
         ("header only", mlp_checkpoint[:8], 422),
-        ("no spec", _safetensors_bytes(tmp_path, {"w": np.zeros(3, np.float32)}, {"other": "x"}), 422),
         (
             "spec for 11 classes",
             _safetensors_bytes(tmp_path, {"w": np.zeros(3, np.float32)}, {"spec": spec11}),
@@ -146,13 +145,16 @@ def test_bad_uploads_are_refused_and_leave_nothing_behind(
     ]
     for name, payload, status in cases:
         assert_problem(upload(client, admin, digits_dataset["id"], payload), status, "checkpoint"), name
+    no_spec = _safetensors_bytes(tmp_path, {"w": np.zeros(3, np.float32)}, {"other": "x"})
+    problem = assert_problem(upload(client, admin, digits_dataset["id"], no_spec), 422, "architecture")
+    assert "plain state_dict" in problem["detail"]
     assert_problem(upload(client, admin, "ds_missing", mlp_checkpoint), 404, "dataset_id")
     missing_field = client.post(
-        "/v1/models", data={"name": "x"}, files={"checkpoint": ("m", b"x")}, headers=admin
+        "/v1/models/upload", data={"name": "x"}, files={"checkpoint": ("m", b"x")}, headers=admin
     )
     assert_problem(missing_field, 422, "dataset_id")
     no_file = client.post(
-        "/v1/models",
+        "/v1/models/upload",
         data={"name": "x", "dataset_id": digits_dataset["id"]},
         files={"other": ("m", b"x")},
         headers=admin,

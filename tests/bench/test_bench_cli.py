@@ -144,3 +144,19 @@ def test_report_json_has_exactly_the_documented_keys() -> None:
     assert tuple(data) == TOP_KEYS and tuple(data["rows"][0]) == ROW_KEYS
     assert data["rows"][0]["disparity"] == 0.5
     assert len(report.tables()) == 2
+
+
+def test_any_registered_architecture_runs_on_a_presets_data(tmp_path: Path) -> None:
+    """`--architecture` swaps the preset's network (same data, same recipe); a bad name exits 2 first."""
+    smoke = get_preset("smoke")
+    swapped = smoke.with_architecture("torchvision/resnet18")
+    assert (swapped.architecture, swapped.data, swapped.recipe) == (
+        "torchvision/resnet18",
+        "digits",
+        smoke.recipe,
+    )
+    args = ["bench", "--preset", "smoke", "--scenario", "class", "--json", str(tmp_path / "x.json")]
+    for bad in ("vgg", "torchvision/resnet19"):
+        result = CliRunner().invoke(app, [*args, "--architecture", bad, "--methods", "ft"])
+        assert result.exit_code == 2 and f"{bad.split('/')[-1]}'" in result.output, result.output
+    assert not (tmp_path / "x.json").exists()

@@ -100,9 +100,12 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def embedded_stack_with(tmp_path: Path) -> Iterator[Any]:
-    """Start an embedded stack with extra settings: `embedded_stack_with({"UNLEARN_X": "1"})`."""
+    """Start an embedded stack with extra settings or another broker:
+    `embedded_stack_with({"UNLEARN_X": "1"})`, `embedded_stack_with(broker_url=...)`."""
     with ExitStack() as cleanup:
-        yield lambda extra_env: start_stack("embedded", tmp_path, cleanup, extra_env=extra_env)
+        yield lambda extra_env=None, broker_url=None: start_stack(
+            "embedded", tmp_path, cleanup, extra_env=extra_env, broker_url=broker_url
+        )
 
 
 @pytest.fixture

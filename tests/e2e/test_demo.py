@@ -82,6 +82,14 @@ def test_the_demo_forgets_a_class_and_its_audit_shows_it(embedded_stack: Any, tm
     assert html.stat().st_size > 1000 and b"<html" in html.read_bytes()[:2000].lower()
     certificate = json.loads(Path(summary["certificate"]).read_text())
     assert certificate["certificate"]["forgotten"]["kind"] == "class"
+    # The certificate names the policy and the figures that passed, and the parent's retirement.
+    acceptance = certificate["certificate"]["acceptance"]
+    assert (
+        acceptance["passed"] and acceptance["test"] == "class-accuracy" and acceptance["rungs"] == ["method"]
+    )
+    assert acceptance["figures"]["accuracy"] <= acceptance["figures"]["limit"]
+    retirement = certificate["certificate"]["parent_retirement"]
+    assert retirement["retired_at"] and retirement["purge_after"]
     assert str(tmp_path / "downloads") in printed
     for path in (summary["html_report"], summary["certificate"], summary["checkpoint"]):
         assert Path(path).parent == tmp_path / "downloads" and Path(path).name in printed, path

@@ -48,6 +48,9 @@ def _request_move(
         ),
         RequestStatus.failed: lambda r: lifecycle.request_failed(session, r, ERROR, NOW, actor="t"),
         RequestStatus.cancelled: lambda r: lifecycle.request_cancelled(session, r, NOW, actor="t"),
+        RequestStatus.audit_failed: lambda r: lifecycle.request_audit_failed(
+            session, r, version, ERROR, NOW, actor="t"
+        ),
     }
     return moves[target]
 

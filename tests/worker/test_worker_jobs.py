@@ -418,3 +418,62 @@ def version_row(url: str, version_id: str) -> ModelVersion:
 def verify_audit_chain_ok(url: str) -> bool:
     with session_scope(url) as session:
         return verify_audit_chain(session).ok
+
+
+NOOP_GA = {"epochs": 1, "lr": 1e-12}
+"""Gradient ascent that moves no weight measurably: a run that forgets nothing."""
+
+
+def _events(url: str, job_id: str | None) -> list[str]:
+    with session_scope(url) as session:
+        return list(
+            session.execute(
+                select(AuditEvent.event).where(AuditEvent.job_id == job_id).order_by(AuditEvent.id)
+            )
+            .scalars()
+            .all()
+        )
+
+
+def test_a_run_that_forgets_nothing_escalates_and_is_certified_by_retrain(
+    settings: Any, seeded_model: SeededModel
+) -> None:
+    url = settings.database_url
+    request_id = add_request(url, seeded_model.model_id, forget_class=3, method="ga", params=NOOP_GA)
+    [outcome] = run_jobs(JobKind.unlearn, seeded_model.model_id, settings=settings, enqueue=Recorder())
+    assert outcome.outcome == "succeeded"
+    row = request_row(url, request_id)
+    assert row.status == RequestStatus.succeeded
+    version = version_row(url, outcome.version_id)
+    assert version.method == "retrain", "the kept model is the exact retrain"
+    with session_scope(url) as session:
+        report = session.execute(select(AuditReport).where(AuditReport.request_id == request_id)).scalar_one()
+    acceptance = report.report["provenance"]["acceptance"]
+    assert [rung["rung"] for rung in acceptance["rungs"]] == ["method", "escalated", "retrain"]
+    first, escalated, retrain = (rung["verdict"] for rung in acceptance["rungs"])
+    assert first["test"] == "class-accuracy" and not first["passed"] and first["figures"]["accuracy"] > 50
+    assert not escalated["passed"] and acceptance["rungs"][1]["params"]["epochs"] == 2
+    assert retrain["figures"]["accuracy"] <= retrain["figures"]["limit"]
+    assert acceptance["accepted"] and acceptance["accepted_by"] == "exact retrain"
+    assert _events(url, row.job_id).count("job.escalated") == 2
+
+
+def test_without_retrain_a_failing_audit_ends_audit_failed(settings: Any, seeded_model: SeededModel) -> None:
+    url = settings.database_url
+    strict = settings.model_copy(update={"retrain_fallback": False})
+    request_id = add_request(url, seeded_model.model_id, forget_class=3, method="ga", params=NOOP_GA)
+    [outcome] = run_jobs(JobKind.unlearn, seeded_model.model_id, settings=strict, enqueue=Recorder())
+    assert outcome.outcome == "succeeded", "the job ran; its request did not pass"
+    row = request_row(url, request_id)
+    assert row.status == RequestStatus.audit_failed and row.result_version_id == outcome.version_id
+    assert row.error is not None and row.error["type"] == "urn:unlearn:problem:audit-failed"
+    assert row.error["verdict"]["test"] == "class-accuracy" and "above chance" in row.error["detail"]
+    assert "request.audit_failed" in _events(url, row.job_id)
+    assert "request.succeeded" not in _events(url, row.job_id)
+
+    # The request itself may allow what the deployment does not.
+    allowed = add_request(
+        url, seeded_model.model_id, forget_class=5, method="ga", params={**NOOP_GA, "allow_retrain": True}
+    )
+    run_jobs(JobKind.unlearn, seeded_model.model_id, settings=strict, enqueue=Recorder())
+    assert request_row(url, allowed).status == RequestStatus.succeeded

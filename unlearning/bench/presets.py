@@ -32,6 +32,10 @@ class Preset(BaseModel):
     recipe: TrainRecipe
     """Base recipe (its seed is replaced by the bench seed)."""
 
+    def with_architecture(self, architecture: str) -> Preset:
+        """The preset on another network (any name `models.spec` accepts: `torchvision/resnet18`, ...)."""
+        return Preset.model_validate({**self.model_dump(), "architecture": architecture})
+
     def recipe_for(self, seed: int) -> TrainRecipe:
         return self.recipe.model_copy(update={"seed": seed})
 

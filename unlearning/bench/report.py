@@ -1,8 +1,9 @@
 """The bench result: the JSON other tools read (DESIGN section 11) and the table people read.
 
-JSON: {"preset", "scenario", "seed", "sparsity", "device", "original": {...}, "rows": [{"method", "UA",
-"MIA", "RA", "TA", "disparity", "seconds", "ratio_to_retrain"}]}. Metrics are percentages; `disparity` is Avg.
-Disparity against the retrain row (null without one), `ratio_to_retrain` = seconds / retrain's seconds.
+JSON: {"preset", "architecture", "scenario", "seed", "sparsity", "device", "original": {...}, "rows":
+[{"method", "UA", "MIA", "RA", "TA", "disparity", "seconds", "ratio_to_retrain"}]}. Metrics are
+percentages; `disparity` is Avg. Disparity against the retrain row (null without one), `ratio_to_retrain`
+= seconds / retrain's seconds.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from rich.table import Table
 
 ROW_KEYS = ("method", "UA", "MIA", "RA", "TA", "disparity", "seconds", "ratio_to_retrain")
-TOP_KEYS = ("preset", "scenario", "seed", "sparsity", "device", "original", "rows")
+TOP_KEYS = ("preset", "architecture", "scenario", "seed", "sparsity", "device", "original", "rows")
 
 
 @dataclass
@@ -47,10 +48,13 @@ class BenchReport:
     """Share of prunable weights zeroed in the original (None: the dense original)."""
     reference_note: str | None = None
     """Set when the retrain reference was loaded from the cache instead of measured in this run."""
+    architecture: str | None = None
+    """The network every row starts from (the preset's, or `--architecture`)."""
 
     def as_json(self) -> dict[str, Any]:
         return {
             "preset": self.preset,
+            "architecture": self.architecture,
             "scenario": self.scenario,
             "seed": self.seed,
             "sparsity": self.sparsity,
@@ -65,7 +69,8 @@ class BenchReport:
             + ("dense" if self.sparsity is None else f"{self.sparsity:.0%} sparse")
             + f", {self.device}"
         )
-        original = Table(title=f"{title}\noriginal model (no unlearning)")
+        network = f"{self.architecture}, " if self.architecture else ""
+        original = Table(title=f"{title}\noriginal model ({network}no unlearning)")
         for column in ("train acc", "test acc", "UA", "MIA", "RA", "TA", "disparity"):
             original.add_column(column, justify="right")
         original.add_row(

@@ -62,6 +62,8 @@ class BenchOptions:
     reuse_retrain: bool = False
     """Load the retrain reference from the cache (when there) instead of retraining: for tuning only,
     since its seconds come from an earlier run."""
+    architecture: str | None = None
+    """Any registered architecture (`models.spec`) instead of the preset's, on its data and recipe."""
 
 
 @dataclass
@@ -74,6 +76,8 @@ class _Measured:
 def run_bench(options: BenchOptions, reporter: Reporter | None = None) -> BenchReport:
     reporter = reporter or SilentReporter()
     preset = get_preset(options.preset)
+    if options.architecture is not None:
+        preset = preset.with_architecture(options.architecture)
     dataset = preset.load(options.data_path, options.seed)
     splits = scenario_splits(dataset, options.scenario, seed=options.seed, forget_class=options.forget_class)
     reporter.log(
@@ -146,6 +150,7 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None) -> BenchR
         original=original_metrics,
         rows=rows,
         reference_note=reference_note,
+        architecture=preset.architecture,
     )
 
 

@@ -34,6 +34,11 @@ class MethodConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
+    def unservable_reason(self, *, forget_count: int, class_wise: bool) -> str | None:
+        """Why this method, so configured, can never serve a request forgetting `forget_count` samples
+        (whatever the attempt); None when it can. The API refuses such a request at POST."""
+        return None
+
 
 @runtime_checkable
 class UnlearningMethod(Protocol):
@@ -138,3 +143,31 @@ def parse_params(name: str, raw: Mapping[str, Any] | None) -> MethodConfig:
 def _load_builtin(name: str) -> None:
     """Import the built-in method's module, which calls `register` once."""
     importlib.import_module(BUILTIN_METHODS[name].module)
+
+
+BUDGET_FIELDS = (
+    "iterations",
+    "epochs",
+    "steps",
+    "beginning_epochs",
+    "intermediate_epochs",
+    "final_epochs",
+    "finetune_epochs",
+)
+"""Top-level config fields that set how much work a method does (the acceptance ladder scales them)."""
+
+
+def escalated(config: MethodConfig, factor: int = 2) -> MethodConfig | None:
+    """`config` with every positive budget field multiplied by `factor`: the method again with a larger
+    budget. None when the method has no budget field or the larger one is out of its bounds."""
+    updates = {
+        name: value * factor
+        for name in BUDGET_FIELDS
+        if isinstance(value := getattr(config, name, None), int) and not isinstance(value, bool) and value > 0
+    }
+    if not updates:
+        return None
+    try:
+        return type(config).model_validate({**config.model_dump(), **updates}, strict=False)
+    except ValueError:
+        return None

@@ -44,10 +44,12 @@ class-wise request on a small dataset), which also keeps the one-cycle schedule 
 
 def module_of(model: Classifier, beginning_fraction: float) -> dict[str, str]:
     """Parameter name -> "beginning" | "intermediate" | "final" (see the module docstring)."""
-    feature_names = [name for name, _ in model.named_parameters() if not name.startswith("head.")]
+    head = {id(param) for param in model.head.parameters()}
+    named = list(model.named_parameters())
+    feature_names = [name for name, param in named if id(param) not in head]
     cut = max(1, round(beginning_fraction * len(feature_names)))
     modules = {name: "beginning" if row < cut else "intermediate" for row, name in enumerate(feature_names)}
-    modules.update({name: "final" for name, _ in model.named_parameters() if name.startswith("head.")})
+    modules.update({name: "final" for name, param in named if id(param) in head})
     return modules
 
 

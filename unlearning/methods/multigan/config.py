@@ -9,6 +9,9 @@ from pydantic import Field
 
 from unlearning.methods.base import MethodConfig
 
+MIN_FORGET_SAMPLES = 2
+"""The forget GAN's batch normalisation needs two samples per batch."""
+
 InversionRule = Literal["least_likely", "runner_up", "shift"]
 """How forget labels are inverted (`method.py`'s docstring)."""
 
@@ -58,3 +61,11 @@ class MultiGanConfig(MethodConfig):
     batch_size: int = Field(128, ge=1, le=8192)
     lr_max: float = Field(0.01, gt=0, le=10, description="Peak learning rate of the one-cycle fine-tune.")
     augment: bool = Field(True, description="Crop + flip during the fine-tune (images of 16 px and more).")
+
+    def unservable_reason(self, *, forget_count: int, class_wise: bool) -> str | None:
+        if forget_count < MIN_FORGET_SAMPLES:
+            return (
+                f"multigan fits a GAN (with batch normalisation) to the forget set, which needs at least "
+                f"{MIN_FORGET_SAMPLES} samples; this request forgets {forget_count}"
+            )
+        return None

@@ -40,6 +40,7 @@ from unlearning.methods.common import Job, Method
 from unlearning.methods.multigan.config import InversionRule, MultiGanConfig
 from unlearning.methods.multigan.gan import ConditionalGenerator, train_gan
 from unlearning.training import TrainRecipe, predict_probs, seeded_generator, train_model
+from unlearning.types import Unservable
 
 if TYPE_CHECKING:
     from models.base import Classifier
@@ -129,6 +130,11 @@ class MultiGan(Method[MultiGanConfig]):
 
     def unlearn(self, job: Job[MultiGanConfig]) -> tuple[Classifier, dict[str, Any]]:
         config, splits, clock = job.config, job.splits, job.clock
+        reason = config.unservable_reason(
+            forget_count=len(splits.forget), class_wise=splits.forget_class is not None
+        )
+        if reason is not None:
+            raise Unservable(reason)
         rng = seeded_generator(config.seed)
         done = 0.0
 

@@ -1,0 +1,189 @@
+"""The state changes of a deletion request."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from core.db.audit import AuditEventType, append_audit_event
+from core.db.models import (
+    DeletionRequest,
+    Job,
+    ModelVersion,
+    RequestStatus,
+)
+from core.lifecycle.tables import (
+    REQUEST_TRANSITIONS,
+    C,
+    F,
+    IllegalTransition,
+    Q,
+    R,
+    S,
+    check,
+    stage_text,
+)
+
+
+def _request_to(request: DeletionRequest, target: RequestStatus, stage: str) -> None:
+    check(REQUEST_TRANSITIONS, "deletion request", request.id, request.status, target)
+    request.status = target
+    request.stage = stage_text(stage)
+
+
+def request_received(
+    session: Session,
+    request: DeletionRequest,
+    *,
+    received_at: datetime,
+    actor: str | None,
+    data: dict[str, Any],
+) -> DeletionRequest:
+    """A validated request enters the queue (the API's only write on creation)."""
+    check(REQUEST_TRANSITIONS, "deletion request", request.id, request.status, Q)
+    request.status, request.progress, request.received_at = Q, 0.0, received_at
+    session.add(request)
+    session.flush()
+    append_audit_event(
+        session,
+        AuditEventType.request_received,
+        actor=actor,
+        request_id=request.id,
+        model_id=request.model_id,
+        data=data,
+    )
+    return request
+
+
+def request_started(request: DeletionRequest, job: Job, now: datetime) -> None:
+    """A job (or its next attempt) claimed the request; the job's `job.started` event records it."""
+    _request_to(request, R, "claimed")
+    request.job_id = job.id
+    request.started_at = request.started_at or now
+    request.progress = 0.0
+    request.error = None
+
+
+def request_requeued(request: DeletionRequest, stage: str, *, keep_job: bool) -> None:
+    """Back to the queue: for a retry of its job (`keep_job`: the attempt count carries over), or
+    because a request sharing its run was cancelled (it waits for a new job)."""
+    _request_to(request, Q, stage)
+    request.progress = 0.0
+    if not keep_job:
+        request.job_id = None
+
+
+def request_succeeded(
+    session: Session,
+    request: DeletionRequest,
+    version: ModelVersion,
+    now: datetime,
+    *,
+    actor: str,
+    forgotten: int,
+) -> None:
+    _request_to(request, S, "done")
+    request.progress = 1.0
+    request.finished_at = now
+    request.result_version_id = version.id
+    append_audit_event(
+        session,
+        AuditEventType.request_succeeded,
+        actor=actor,
+        request_id=request.id,
+        model_id=request.model_id,
+        version_id=version.id,
+        job_id=request.job_id,
+        data={"forgotten": forgotten},
+    )
+
+
+def request_audit_failed(
+    session: Session,
+    request: DeletionRequest,
+    version: ModelVersion,
+    error: dict[str, Any],
+    now: datetime,
+    *,
+    actor: str,
+) -> None:
+    """Its run ended without an audit that passes the acceptance policy, and no rung is left: the new
+    version is the best the service could do and is kept, but the request gets no certificate."""
+    _request_to(request, RequestStatus.audit_failed, "audit failed")
+    request.progress = 1.0
+    request.error = error
+    request.finished_at = now
+    request.result_version_id = version.id
+    append_audit_event(
+        session,
+        AuditEventType.request_audit_failed,
+        actor=actor,
+        request_id=request.id,
+        model_id=request.model_id,
+        version_id=version.id,
+        job_id=request.job_id,
+        data={"error": error},
+    )
+
+
+def request_failed(
+    session: Session, request: DeletionRequest, error: dict[str, Any], now: datetime, *, actor: str | None
+) -> None:
+    _request_to(request, F, "failed")
+    request.error = error
+    request.finished_at = now
+    append_audit_event(
+        session,
+        AuditEventType.request_failed,
+        actor=actor,
+        request_id=request.id,
+        model_id=request.model_id,
+        job_id=request.job_id,
+        data={"error": error},
+    )
+
+
+def request_cancelled(
+    session: Session, request: DeletionRequest, now: datetime, *, actor: str | None
+) -> None:
+    """Ends the request `cancelled`: at once while queued (it leaves any job it waited in), or after
+    the run it was part of stopped."""
+    check(REQUEST_TRANSITIONS, "deletion request", request.id, request.status, C)
+    was = RequestStatus(request.status)
+    job_id = request.job_id if was == R else None
+    _request_to(request, C, "cancelled")
+    request.cancel_requested = True
+    request.finished_at = now
+    if was == Q:
+        request.job_id = None
+    append_audit_event(
+        session,
+        AuditEventType.request_cancelled,
+        actor=actor,
+        request_id=request.id,
+        model_id=request.model_id,
+        job_id=job_id,
+        data={"from": was.value},
+    )
+
+
+def request_cancel_requested(session: Session, request: DeletionRequest, *, actor: str | None) -> bool:
+    """A running request asks its job to stop (no status change yet: the worker ends it). False when
+    it had asked already."""
+    if request.status != R:
+        raise IllegalTransition("deletion request", request.id, request.status, "cancel requested")
+    if request.cancel_requested:
+        return False
+    request.cancel_requested = True
+    append_audit_event(
+        session,
+        AuditEventType.request_cancel_requested,
+        actor=actor,
+        request_id=request.id,
+        model_id=request.model_id,
+        job_id=request.job_id,
+        data={},
+    )
+    return True
