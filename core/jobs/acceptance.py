@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.jobs.audits import cut_forget, job_probs
+from core.jobs.audits import cut_forget
 from core.jobs.claim import JobClaim
 from core.jobs.runtime import JobRuntime
 
@@ -107,6 +107,7 @@ def climb(
     """Run the rungs in order until every request in `rows` (request id -> its forget rows) passes."""
     import torch
 
+    from unlearning.audit import model_probs
     from unlearning.audit.acceptance import judge
     from unlearning.methods.base import get_method
 
@@ -123,7 +124,7 @@ def climb(
         model, info = get_method(rung.method).run(
             parent, splits, rung.config, runtime.window(*span), runtime.should_stop
         )
-        probs = job_probs(model, splits, device)
+        probs = model_probs(model, splits, device=device)
         verdicts = {
             request_id: judge(cut_forget(probs, own), claim.acceptance, family_size=family)
             for request_id, own in rows.items()

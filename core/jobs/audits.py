@@ -19,31 +19,10 @@ from core.jobs.claim import JobClaim
 from core.jobs.runtime import JobRuntime
 
 if TYPE_CHECKING:
-    from models.base import Classifier
     from unlearning.audit import AuditProbs, AuditReport, AuditResult
     from unlearning.data import Dataset, UnlearningSplits
 
 log = logging.getLogger(__name__)
-
-
-def job_probs(model: Classifier, splits: UnlearningSplits, device: Any) -> AuditProbs:
-    """The model's softmax outputs on the job's four splits."""
-    from unlearning.audit import AuditProbs, SplitProbs
-    from unlearning.training import predict_probs
-
-    def outputs(name: str) -> SplitProbs:
-        image_set = getattr(splits, name)
-        probs = predict_probs(model, image_set, device=device)
-        return SplitProbs.of(probs.detach().cpu().double().numpy(), image_set.labels.cpu().numpy())
-
-    return AuditProbs(
-        forget=outputs("forget"),
-        retain=outputs("retain"),
-        val=outputs("val"),
-        test=outputs("test"),
-        num_classes=splits.num_classes,
-        forget_class=splits.forget_class,
-    )
 
 
 def cut_forget(probs: AuditProbs, rows: list[int]) -> AuditProbs:

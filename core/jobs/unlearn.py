@@ -17,7 +17,7 @@ from core.jobs.artifacts import (
     split_record,
     splits_for,
 )
-from core.jobs.audits import RequestAudits, job_probs, request_rows
+from core.jobs.audits import RequestAudits, request_rows
 from core.jobs.claim import JobClaim
 from core.jobs.commit import UnlearnResult
 from core.jobs.retry import PermanentJobError
@@ -41,6 +41,7 @@ def run_unlearn(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> Unlear
     whose audit passes for every request, or the last one.
     Progress: data 0-5 %, method 5-80 % (5-55 % plus a retrain reference 55-80 %), audits 80-99 %.
     """
+    from unlearning.audit import model_probs
     from unlearning.training import pick_device
 
     reference, config = _parse(claim)
@@ -76,7 +77,7 @@ def run_unlearn(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> Unlear
     clock.lap("save")
     audits: RequestAudits | None = None
     try:  # the checkpoint file exists from here on: remove it (and any page) if anything below fails or stops
-        probs = {"before": job_probs(parent, splits, device), "after": climbed.probs}
+        probs = {"before": model_probs(parent, splits, device=device), "after": climbed.probs}
         if reference == "retrain":
             probs["reference"] = (
                 climbed.probs if climbed.rung.exact else _reference(runtime, parent, splits, device)
@@ -166,12 +167,13 @@ def _save(climbed: Climb, claim: JobClaim, version_id: str, artifacts: Path) -> 
 
 def _reference(runtime: JobRuntime, parent: Classifier, splits: UnlearningSplits, device: Any) -> AuditProbs:
     """The outputs of a model retrained without the forget set: the audit's yardstick."""
+    from unlearning.audit import model_probs
     from unlearning.methods.base import get_method, parse_params
 
     retrained, _ = get_method("retrain").run(
         parent, splits, parse_params("retrain", {}), runtime.window(0.55, 0.8), runtime.should_stop
     )
-    return job_probs(retrained, splits, device)
+    return model_probs(retrained, splits, device=device)
 
 
 def forgotten_owners(claim: JobClaim, splits: UnlearningSplits) -> dict[str, str]:

@@ -33,6 +33,29 @@ def _request_to(request: DeletionRequest, target: RequestStatus, stage: str) -> 
     request.stage = stage_text(stage)
 
 
+def _event(
+    session: Session,
+    request: DeletionRequest,
+    event: AuditEventType,
+    actor: str | None,
+    *,
+    data: dict[str, Any],
+    version_id: str | None = None,
+    job_id: str | None = None,
+) -> None:
+    """The audit event of a request's transition (request and model named from the row)."""
+    append_audit_event(
+        session,
+        event,
+        actor=actor,
+        request_id=request.id,
+        model_id=request.model_id,
+        version_id=version_id,
+        job_id=job_id,
+        data=data,
+    )
+
+
 def request_received(
     session: Session,
     request: DeletionRequest,
@@ -46,14 +69,7 @@ def request_received(
     request.status, request.progress, request.received_at = Q, 0.0, received_at
     session.add(request)
     session.flush()
-    append_audit_event(
-        session,
-        AuditEventType.request_received,
-        actor=actor,
-        request_id=request.id,
-        model_id=request.model_id,
-        data=data,
-    )
+    _event(session, request, AuditEventType.request_received, actor, data=data)
     return request
 
 
@@ -88,15 +104,14 @@ def request_succeeded(
     request.progress = 1.0
     request.finished_at = now
     request.result_version_id = version.id
-    append_audit_event(
+    _event(
         session,
+        request,
         AuditEventType.request_succeeded,
-        actor=actor,
-        request_id=request.id,
-        model_id=request.model_id,
+        actor,
+        data={"forgotten": forgotten},
         version_id=version.id,
         job_id=request.job_id,
-        data={"forgotten": forgotten},
     )
 
 
@@ -116,15 +131,14 @@ def request_audit_failed(
     request.error = error
     request.finished_at = now
     request.result_version_id = version.id
-    append_audit_event(
+    _event(
         session,
+        request,
         AuditEventType.request_audit_failed,
-        actor=actor,
-        request_id=request.id,
-        model_id=request.model_id,
+        actor,
+        data={"error": error},
         version_id=version.id,
         job_id=request.job_id,
-        data={"error": error},
     )
 
 
@@ -134,14 +148,8 @@ def request_failed(
     _request_to(request, F, "failed")
     request.error = error
     request.finished_at = now
-    append_audit_event(
-        session,
-        AuditEventType.request_failed,
-        actor=actor,
-        request_id=request.id,
-        model_id=request.model_id,
-        job_id=request.job_id,
-        data={"error": error},
+    _event(
+        session, request, AuditEventType.request_failed, actor, data={"error": error}, job_id=request.job_id
     )
 
 
@@ -158,15 +166,7 @@ def request_cancelled(
     request.finished_at = now
     if was == Q:
         request.job_id = None
-    append_audit_event(
-        session,
-        AuditEventType.request_cancelled,
-        actor=actor,
-        request_id=request.id,
-        model_id=request.model_id,
-        job_id=job_id,
-        data={"from": was.value},
-    )
+    _event(session, request, AuditEventType.request_cancelled, actor, data={"from": was.value}, job_id=job_id)
 
 
 def request_cancel_requested(session: Session, request: DeletionRequest, *, actor: str | None) -> bool:
@@ -177,13 +177,5 @@ def request_cancel_requested(session: Session, request: DeletionRequest, *, acto
     if request.cancel_requested:
         return False
     request.cancel_requested = True
-    append_audit_event(
-        session,
-        AuditEventType.request_cancel_requested,
-        actor=actor,
-        request_id=request.id,
-        model_id=request.model_id,
-        job_id=request.job_id,
-        data={},
-    )
+    _event(session, request, AuditEventType.request_cancel_requested, actor, data={}, job_id=request.job_id)
     return True

@@ -6,7 +6,7 @@ does not import torch: only `audit_model` needs it, and imports it when called.
 
 from unlearning.audit.accuracies import Accuracies, accuracy_pct, compute_accuracies
 from unlearning.audit.disparity import DISPARITY_METRICS, avg_disparity, metric_distances
-from unlearning.audit.protocol import audit_model, metrics_from_probs
+from unlearning.audit.protocol import audit_model, metrics_from_probs, model_probs
 from unlearning.audit.report import AuditReport, Disparity
 from unlearning.audit.result import AttackerView, AuditProbs, AuditResult, SplitProbs
 from unlearning.audit.roc import LOW_FPRS, RocSummary, TprAtFpr, roc_summary
@@ -34,6 +34,7 @@ __all__ = [
     "metric_attacks",
     "metric_distances",
     "metrics_from_probs",
+    "model_probs",
     "roc_summary",
     "svm_mia_efficacy",
 ]

@@ -84,6 +84,27 @@ def split_test_attacks(probs: AuditProbs, seed: int) -> dict[str, ThresholdAttac
     )
 
 
+def model_probs(
+    model: "Classifier", splits: "UnlearningSplits", *, device: "torch.device | str | None" = None
+) -> AuditProbs:
+    """The model's softmax outputs on forget, retain, val and test: what every audit figure comes from."""
+    from unlearning.training import predict_probs
+
+    def outputs(name: str) -> SplitProbs:
+        image_set = getattr(splits, name)
+        probs = predict_probs(model, image_set, device=device)
+        return SplitProbs.of(probs.detach().cpu().double().numpy(), image_set.labels.cpu().numpy())
+
+    return AuditProbs(
+        forget=outputs("forget"),
+        retain=outputs("retain"),
+        val=outputs("val"),
+        test=outputs("test"),
+        num_classes=splits.num_classes,
+        forget_class=splits.forget_class,
+    )
+
+
 def audit_model(
     model: "Classifier",
     splits: "UnlearningSplits",
@@ -95,19 +116,4 @@ def audit_model(
 
     The result keeps those probabilities in `.probs` so the HTML report can plot them.
     """
-    from unlearning.training import predict_probs
-
-    def outputs(name: str) -> SplitProbs:
-        image_set = getattr(splits, name)
-        probs = predict_probs(model, image_set, device=device)
-        return SplitProbs.of(probs.detach().cpu().double().numpy(), image_set.labels.cpu().numpy())
-
-    audit_probs = AuditProbs(
-        forget=outputs("forget"),
-        retain=outputs("retain"),
-        val=outputs("val"),
-        test=outputs("test"),
-        num_classes=splits.num_classes,
-        forget_class=splits.forget_class,
-    )
-    return metrics_from_probs(audit_probs, seed=seed)
+    return metrics_from_probs(model_probs(model, splits, device=device), seed=seed)
