@@ -14,6 +14,8 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from unlearning.bench.report import BenchReport
+    from unlearning.bench.seeds import SeedsReport
     from unlearning.types import Progress
 
 
@@ -43,6 +45,16 @@ def bench(
         str, typer.Option("--methods", help="Comma-separated rows, e.g. dau,dau-nobt,retrain.")
     ] = "dau,dau-nobt,retrain",
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seeds the split, training and methods.")] = 0,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            "--seeds",
+            min=1,
+            max=100,
+            help="Run seeds --seed .. --seed + N - 1 and report mean ± std of every figure (add the "
+            "retrain-b row for the noise floor).",
+        ),
+    ] = 1,
     forget_class: Annotated[
         int | None, typer.Option("--forget-class", min=0, help="Class scenario: the class to forget (0).")
     ] = None,
@@ -84,7 +96,7 @@ def bench(
     from rich.console import Console
 
     from unlearning.bench.rows import parse_rows
-    from unlearning.bench.runner import BenchOptions, run_bench
+    from unlearning.bench.runner import BenchOptions, run_bench, run_seeds
 
     try:
         rows = parse_rows(methods)
@@ -104,7 +116,11 @@ def bench(
     )
     status = Console(stderr=True)
     try:
-        report = run_bench(options, _RichReporter(status))
+        report: BenchReport | SeedsReport = (
+            run_bench(options, _RichReporter(status))
+            if seeds == 1
+            else run_seeds(options, seeds, _RichReporter(status))
+        )
     except (FileNotFoundError, ValueError) as error:
         _fail(str(error))
     console = Console()

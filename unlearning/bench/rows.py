@@ -1,7 +1,9 @@
 """Bench rows: a row is a registered method plus the params that make it that row.
 
-`dau-nobt` is DAU with lambda_bt = 0 (what the Barlow Twins term buys); `dau-condensed` is DAU whose
-cross-entropy term trains on the condensed retain set (faster if it keeps disparity); `multigan-r0.1` is
+`retrain-b` is a second retrain with another training seed, scored against `retrain` like any method:
+its disparity is the noise floor (`seeds.py`). `dau-nobt` is DAU with lambda_bt = 0 (what the Barlow
+Twins term buys); `dau-condensed` is DAU whose cross-entropy term trains on the condensed retain set
+(faster if it keeps disparity); `multigan-r0.1` is
 Multi-GAN allowed to read a tenth of the retain set; `retrain` gets the preset's recipe. Rows that
 condense (`condensation`, `dau-condensed`) bypass the per-version condensed-set cache, so their seconds
 are what the first request against a model version pays, whatever ran before. Any other
@@ -19,6 +21,9 @@ from unlearning.bench.presets import Preset
 from unlearning.methods import available_methods
 
 REFERENCE_ROW = "retrain"
+NOISE_FLOOR_ROW = "retrain-b"
+RETRAIN_B_SEED_OFFSET = 1_000
+"""retrain-b trains with seed + this: another initialisation and batch order, the same retain set."""
 DEFAULT_ROWS = ("retrain", "dau", "dau-nobt")
 
 
@@ -34,6 +39,12 @@ COLD_CONDENSE = {"condense": {"cache": False}}
 
 def _retrain(preset: Preset, seed: int) -> RowSpec:
     return RowSpec("retrain", "retrain", {"recipe": preset.recipe_for(seed).model_dump()})
+
+
+def _retrain_b(preset: Preset, seed: int) -> RowSpec:
+    return RowSpec(
+        NOISE_FLOOR_ROW, "retrain", {"recipe": preset.recipe_for(seed + RETRAIN_B_SEED_OFFSET).model_dump()}
+    )
 
 
 def _dau(preset: Preset, seed: int) -> RowSpec:
@@ -58,6 +69,7 @@ def _multigan_tenth(preset: Preset, seed: int) -> RowSpec:
 
 SPECIAL_ROWS: dict[str, Callable[[Preset, int], RowSpec]] = {
     "retrain": _retrain,
+    NOISE_FLOOR_ROW: _retrain_b,
     "dau": _dau,
     "dau-nobt": _dau_nobt,
     "dau-condensed": _dau_condensed,
@@ -79,11 +91,12 @@ def row_spec(name: str, preset: Preset, seed: int) -> RowSpec:
 
 
 def parse_rows(methods: str) -> list[str]:
-    """Comma-separated row names, deduplicated, the reference (retrain) first so ratios can be taken."""
+    """Comma-separated row names, deduplicated, the reference (retrain) first so ratios can be taken,
+    then the noise floor (retrain-b)."""
     names = list(dict.fromkeys(name.strip() for name in methods.split(",") if name.strip()))
     if not names:
         raise ValueError("--methods names no method")
     unknown = [name for name in names if name not in known_rows()]
     if unknown:
         raise ValueError(f"unknown bench methods {unknown}; known: {known_rows()}")
-    return sorted(names, key=lambda name: name != REFERENCE_ROW)
+    return sorted(names, key=lambda name: (name != REFERENCE_ROW, name != NOISE_FLOOR_ROW))

@@ -8,6 +8,7 @@ retrain row's seconds measured in the same run, so contention on a shared machin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from unlearning.bench.presets import Preset, get_preset
 from unlearning.bench.report import BenchReport, RowResult
 from unlearning.bench.rows import REFERENCE_ROW, RowSpec, row_spec
 from unlearning.bench.scenarios import Scenario, scenario_splits
+from unlearning.bench.seeds import SeedsReport
 from unlearning.data import Dataset, UnlearningSplits
 from unlearning.methods import get_method, parse_params
 from unlearning.training import accuracy, pick_device
@@ -152,6 +154,18 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None) -> BenchR
         reference_note=reference_note,
         architecture=preset.architecture,
     )
+
+
+def run_seeds(options: BenchOptions, count: int, reporter: Reporter | None = None) -> SeedsReport:
+    """`run_bench` for seeds options.seed .. options.seed + count - 1, each with its own forget set,
+    original and retrain; `out_dir` gets one folder per seed."""
+    reporter = reporter or SilentReporter()
+    runs = []
+    for seed in range(options.seed, options.seed + count):
+        reporter.log(f"seed {seed} ({seed - options.seed + 1} of {count})")
+        out_dir = options.out_dir / f"seed-{seed}" if options.out_dir is not None else None
+        runs.append(run_bench(dataclasses.replace(options, seed=seed, out_dir=out_dir), reporter))
+    return SeedsReport(runs)
 
 
 def original_model(
