@@ -192,7 +192,7 @@ def test_class_wise_non_members_follow_the_chosen_option(
 
 
 def test_last_parameters_freezes_the_early_layers_and_keeps_the_share() -> None:
-    from unlearning.methods.dau.method import last_parameters
+    from unlearning.methods.dau.stopping import last_parameters
 
     net = torch.nn.Sequential(torch.nn.Linear(10, 10), torch.nn.Linear(10, 10), torch.nn.Linear(10, 2))
     trainable = last_parameters(net, 0.05)  # 12.1 of 242 weights: whole tensors, the last layer only

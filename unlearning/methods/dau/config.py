@@ -25,6 +25,13 @@ RetainSource = Literal["real", "condensed"]
   sample. Built once per model version and cached; building it counts towards DAU's run time."""
 
 
+Critic = Literal["samia", "wasserstein"]
+"""Who plays the attacker:
+- `samia`: the paper's SAMIA, a transformer over softmax, sensitivity and label tokens, trained by
+  gradient steps against the defender (`attacker.py`);
+- `wasserstein`: the optimal 1-Lipschitz critic of the logit-scaled confidence, solved exactly at every
+  step (`critic.py`, `critic_game.py`)."""
+
 SensitivityMethod = Literal["finite_difference", "jvp"]
 """How the attacker's sensitivity token is computed (`sensitivity.py`)."""
 
@@ -48,6 +55,12 @@ class DauConfig(MethodConfig):
     seed: int = Field(0, ge=0, description="Seeds batches, noise and the attacker's initialisation.")
 
     # The game.
+    critic: Critic = Field("samia", description="The attacker (Critic).")
+    critic_per_class: bool = Field(
+        False,
+        description="Wasserstein critic, random forgetting: match each class's forget samples to that "
+        "class's non-members instead of the whole batch to the whole batch.",
+    )
     iterations: int = Field(80, ge=1, le=100_000, description="Budget of game iterations (defender steps).")
     attacker_warmup: int = Field(
         60,
@@ -199,6 +212,11 @@ class DauConfig(MethodConfig):
 
     @model_validator(mode="after")
     def _check(self) -> DauConfig:
+        if self.critic == "wasserstein" and self.class_nonmembers == "mask_label":
+            raise ValueError(
+                "critic 'wasserstein' reads each sample's confidence in its label token: class_nonmembers "
+                "'mask_label' hides it"
+            )
         if self.attacker.token_dim % self.attacker.heads:
             raise ValueError(
                 f"attacker.token_dim {self.attacker.token_dim} must be divisible by attacker.heads "

@@ -36,7 +36,6 @@ one image has no sample-to-sample spread to match):
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -58,8 +57,10 @@ from unlearning.methods.condensation.condense import reduce_retain_in
 from unlearning.methods.dau.attacker import AttackInputs, MembershipAttacker
 from unlearning.methods.dau.barlow_twins import barlow_twins_loss
 from unlearning.methods.dau.config import DauConfig
+from unlearning.methods.dau.critic_game import CriticGame
 from unlearning.methods.dau.pools import PairSampler, attack_sets, label_tokens
 from unlearning.methods.dau.sensitivity import sensitivity
+from unlearning.methods.dau.stopping import HeldOut, last_parameters, roc_auc
 from unlearning.training import augment, autocast, memory_format_for
 from unlearning.types import Progress, ShouldStop
 
@@ -71,53 +72,6 @@ WARMUP_SHARE = 0.1
 """Share of the game's progress bar given to the attacker warm-up."""
 CONDENSE_SHARE = 0.3
 """Share of the whole progress bar given to condensing the retain set when the cache misses."""
-
-
-@dataclass
-class HeldOut:
-    iteration: int
-    attacker_accuracy: float
-    forget_accuracy: float
-    retain_accuracy: float
-    attacker_auc: float | None = None
-    """Small-set mode: ROC AUC of the attacker's logits, held-out forget views vs non-members."""
-
-    def as_dict(self) -> dict[str, float]:
-        point = {
-            "iteration": self.iteration,
-            "attacker_accuracy": round(self.attacker_accuracy, 4),
-            "forget_accuracy": round(self.forget_accuracy, 2),
-            "retain_accuracy": round(self.retain_accuracy, 2),
-        }
-        if self.attacker_auc is not None:
-            point["attacker_auc"] = round(self.attacker_auc, 4)
-        return point
-
-    def at_chance(self, tolerance: float) -> bool:
-        """The attacker no better than a coin: its AUC (small sets) or accuracy within 0.5 +- tolerance."""
-        score = self.attacker_accuracy if self.attacker_auc is None else self.attacker_auc
-        return abs(score - 0.5) <= tolerance
-
-
-def roc_auc(member_scores: Tensor, nonmember_scores: Tensor) -> float:
-    """P(member score > non-member score), ties counting half: the area under the ROC curve."""
-    difference = member_scores[:, None] - nonmember_scores[None, :]
-    return ((difference > 0).float() + 0.5 * (difference == 0).float()).mean().item()
-
-
-def last_parameters(model: torch.nn.Module, fraction: float) -> list[torch.nn.Parameter]:
-    """Unfreeze the last parameters (in the network's order) holding `fraction` of all weights, freeze the
-    rest. Memorised detail sits mostly in the late layers, and the backward pass stops at the first
-    trainable layer, so the expensive high-resolution early layers cost no gradient work."""
-    named = list(model.named_parameters())
-    budget = fraction * sum(param.numel() for _, param in named)
-    trainable: list[torch.nn.Parameter] = []
-    for _, param in reversed(named):
-        param.requires_grad_(budget > 0)
-        if budget > 0:
-            trainable.append(param)
-        budget -= param.numel()
-    return trainable
 
 
 class Dau(Method[DauConfig]):
@@ -132,7 +86,9 @@ class Dau(Method[DauConfig]):
             reduction = reduce_retain_in(job, config.condense, CONDENSE_SHARE) if condensed else None
             retain = splits.retain if reduction is None else reduction.images
             start = CONDENSE_SHARE if reduction is not None and not reduction.cache_hit else 0.0
-            game = _Game(job.model, splits, retain, config, job.device, job.clock)
+            plays_critic = config.critic == "wasserstein" and len(splits.forget) >= config.small_set_below
+            game_type = CriticGame if plays_critic else _Game
+            game = game_type(job.model, splits, retain, config, job.device, job.clock)
             unlearned, info = game.play(job.progress_span(start, 1 - start), job.should_stop)
         info["retain_source"] = config.retain_source
         if reduction is not None:

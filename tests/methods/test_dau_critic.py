@@ -1,0 +1,93 @@
+"""DAU's Wasserstein critic: the closed-form attacker, and the game it plays on a memorising problem."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from memorising_problem import memorising_problem, one_thread, snapshot  # noqa: F401
+
+from unlearning.methods import get_method, parse_params
+from unlearning.methods.dau.critic import classwise_wasserstein, label_margin, wasserstein_1d
+from unlearning.training import accuracy
+
+CRITIC = {"critic": "wasserstein", "alpha": 1.0, "batch_size": 64, "eval_every": 10, "lr": 0.1}
+
+
+def test_label_margin_is_the_logit_scaled_confidence() -> None:
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 3.0, 1.0]])
+    labels = torch.tensor([0, 2])
+    p = torch.softmax(logits, dim=1)[torch.arange(2), labels]
+    assert torch.allclose(label_margin(logits, labels), torch.log(p) - torch.log1p(-p), atol=1e-5)
+
+
+def test_wasserstein_1d_matches_quantiles_and_pulls_each_member_toward_its_rank() -> None:
+    members = torch.tensor([5.0, 1.0, 3.0], requires_grad=True)
+    nonmembers = torch.tensor([0.0, 2.0, 1.0])
+    distance = wasserstein_1d(members, nonmembers)  # sorted: [1,3,5] vs [0,1,2]
+    assert distance.item() == pytest.approx((1 + 2 + 3) / 3)
+    distance.backward()
+    assert members.grad is not None and torch.all(members.grad > 0)  # every member is above its match
+    assert wasserstein_1d(torch.tensor([1.0, 2.0]), torch.tensor([2.0, 1.0])).item() == 0.0
+    # unequal sizes compare quantiles
+    assert wasserstein_1d(torch.tensor([0.0, 10.0]), torch.linspace(0, 10, 101)).item() == pytest.approx(
+        2.5, abs=0.01
+    )
+
+
+def test_classwise_wasserstein_matches_within_each_class() -> None:
+    members, nonmembers = torch.tensor([1.0, 5.0]), torch.tensor([5.0, 1.0])
+    # pooled, the two sets are identical; per class, each member sits 4 away from its class
+    assert wasserstein_1d(members, nonmembers).item() == 0.0
+    per_class = classwise_wasserstein(members, torch.tensor([0, 1]), nonmembers, torch.tensor([0, 1]))
+    assert per_class.item() == pytest.approx(4.0)
+
+
+def test_mask_label_cannot_be_read_by_the_critic() -> None:
+    with pytest.raises(ValueError, match="mask_label"):
+        parse_params("dau", {"critic": "wasserstein", "class_nonmembers": "mask_label"})
+
+
+def test_the_critic_game_brings_memorised_forget_samples_to_unseen_confidence() -> None:
+    problem = memorising_problem()
+    splits = problem.random_splits
+    before = snapshot(problem.model)
+    model, info = get_method("dau").run(
+        problem.model, splits, parse_params("dau", {**CRITIC, "iterations": 80, "stop_patience": 100}),
+        lambda fraction, stage: None, lambda: False,
+    )  # fmt: skip
+    trace = [point["attacker_auc"] for point in info["membership_auc"]["trace"]]
+    start, end = trace[0], sum(trace[-3:]) / 3
+    assert start >= 0.8, f"memorised forget samples should first look like members: {trace}"
+    assert abs(end - 0.5) <= 0.5 * abs(start - 0.5), trace
+    assert accuracy(model, splits.forget) <= accuracy(problem.model, splits.forget) - 25
+    assert accuracy(model, splits.retain) >= 85
+    # no attacker to warm up or step, no sensitivity copies: only game and evaluation stages
+    assert set(info["seconds"]) <= {"game", "restore", "evaluate"}
+    assert info["critic"] == "wasserstein" and info["attack_pool"]["mode"] == "critic"
+    assert all(torch.equal(before[name], value) for name, value in problem.model.state_dict().items())
+    json.dumps(info)
+
+
+def test_the_critic_stops_once_the_forget_set_looks_unseen() -> None:
+    problem = memorising_problem()
+    params = {**CRITIC, "iterations": 400, "stop_tolerance": 0.1, "retain_tolerance": 10.0}
+    _, info = get_method("dau").run(
+        problem.model, problem.random_splits, parse_params("dau", params), lambda f, s: None, lambda: False
+    )
+    assert info["stop_reason"] == "won" and info["iterations"] < 400
+    last = info["membership_auc"]["trace"][-1]["attacker_auc"]
+    assert abs(last - 0.5) <= 0.1
+
+
+def test_class_wise_the_critic_forgets_the_class_then_restores() -> None:
+    problem = memorising_problem()
+    splits = problem.class_splits
+    params = {**CRITIC, "iterations": 60, "class_alpha_iterations": 10, "stop_patience": 100}
+    model, info = get_method("dau").run(
+        problem.model, splits, parse_params("dau", params), lambda f, s: None, lambda: False
+    )
+    assert info["alpha_off_at"] is not None
+    assert accuracy(model, splits.forget) <= 20
+    assert accuracy(model, splits.retain) >= 85
