@@ -82,3 +82,12 @@ def test_seeds_runs_each_seed_and_summarises_with_the_noise_floor(tmp_path: Path
     # The second retrain really is another model: it does not reproduce the reference exactly.
     assert report["noise_floor"] == summary["retrain-b"]["disparity"]
     assert report["noise_floor"]["mean"] > 0
+
+
+def test_dau_wasserstein_is_dau_with_the_critic_and_its_own_alpha() -> None:
+    from unlearning.methods import parse_params
+
+    spec = row_spec("dau-wasserstein", get_preset("cpu"), 2)
+    config = parse_params(spec.method, spec.params)
+    assert spec.method == "dau" and config.critic == "wasserstein"  # type: ignore[attr-defined]
+    assert config.seed == 2 and config.alpha < parse_params("dau", {}).alpha  # type: ignore[attr-defined]

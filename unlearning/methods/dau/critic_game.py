@@ -100,6 +100,8 @@ class CriticGame:
         for iteration in range(1, config.iterations + 1):
             raise_if_stopped(should_stop, f"DAU iteration {iteration}")
             alpha = config.alpha if alpha_off_at is None else 0.0
+            if not class_wise and config.random_alpha_iterations is not None:
+                alpha = config.alpha if iteration <= config.random_alpha_iterations else 0.0
             stage = "game" if alpha > 0 else "restore"
             with self.clock.stage(stage):
                 self._iteration(alpha)
