@@ -20,6 +20,7 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml ./
 COPY app ./app
+COPY core ./core
 COPY worker ./worker
 COPY unlearning ./unlearning
 COPY models ./models
@@ -30,11 +31,11 @@ RUN pip install . "flower>=2.0,<3"
 
 # --- runtime: the CUDA runtime, Python, the venv; no compiler, no root -------------------------
 FROM ${CUDA_IMAGE}
+# State under /data: artifacts go to /data/artifacts unless UNLEARN_ARTIFACT_URL names a store (s3://...).
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH \
-    UNLEARN_VAR_DIR=/data \
-    UNLEARN_ARTIFACT_DIR=/data/artifacts
+    UNLEARN_VAR_DIR=/data
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 tini ca-certificates \
     && rm -rf /var/lib/apt/lists/*

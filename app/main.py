@@ -1,7 +1,9 @@
 """The FastAPI application factory: `uvicorn --factory app.main:create_app`."""
 
 import gc
+import re
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.deps import open_session
 from app.api.reads import AsyncReads
@@ -28,10 +30,12 @@ from app.model_registry.schemas import ModelTrainCreate, upload_form_schema
 from app.overload import AdmissionControl, Breaker, install_outage_handlers
 from app.queue import CeleryEnqueue, probe_broker
 from app.ratelimit import KeyRateLimiter
-from core.callbacks import Notify, background_sender
+from core.callbacks import Notify, Waker
 from core.db.session import get_engine, get_read_engine
+from core.observability.logs import bound, configure_logging
+from core.observability.tracing import instrumentor, start_tracing
 from core.settings import Settings, get_settings
-from core.tasks import Enqueue
+from core.tasks import ALL_DUE, DELIVER_CALLBACKS_TASK, Enqueue
 
 SWITCH_INTERVAL_S = 0.001
 """How long a thread may hold the GIL while another waits (CPython's default is 5 ms): the event loop
@@ -42,6 +46,34 @@ MULTIPART_PATHS = {UPLOAD_PATH}
 MEDIA_TYPE_HINTS = {
     "/v1/models": f"; to register weights you already have, POST multipart/form-data to {UPLOAD_PATH}"
 }
+CORRELATION_HEADER = "x-request-id"
+CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+"""A caller's X-Request-ID is kept when it looks like an id; anything else is replaced by a fresh one."""
+
+
+class CorrelationId:
+    """Every log line of an HTTP request carries its `correlation_id`: the caller's X-Request-ID, or a new
+    one; the response returns it in X-Request-ID. (The deletion request's own id is `request_id`.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == CORRELATION_HEADER.encode()), b"")
+        text = given.decode("latin-1")
+        correlation_id = text if CORRELATION_ID.fullmatch(text) else uuid.uuid4().hex
+        header = (CORRELATION_HEADER.encode(), correlation_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), header]}
+            await send(message)
+
+        with bound(correlation_id=correlation_id):
+            await self.app(scope, receive, send_with_id)
 
 
 class RequestGuard:
@@ -173,6 +205,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         flush = getattr(app.state.enqueue, "flush", None)
         if flush is not None:  # send what the background sender holds before the process ends
             await run_in_threadpool(flush, 5.0)
+        app.state.metrics.process_exited()
 
 
 def _admission_count(app: FastAPI, state: str) -> float:
@@ -187,8 +220,11 @@ def create_app(
     settings: Settings | None = None, *, enqueue: Enqueue | None = None, notify: Notify | None = None
 ) -> FastAPI:
     """The API for `settings` (default: from the environment); `enqueue` replaces the Celery sender,
-    `notify` the background sender of status-change callbacks."""
+    `notify` what a commit that owed callbacks tells (default: enqueue their delivery, off the commit
+    path)."""
     settings = settings or get_settings()
+    configure_logging(settings, "api")
+    tracing = start_tracing(settings, "api")  # before the engines exist: their queries become spans
     app = FastAPI(
         title="unlearn-service",
         version="0.1.0",
@@ -206,7 +242,7 @@ def create_app(
         breaker=app.state.broker_breaker,
         mark_ttl_s=settings.enqueue_mark_ttl_s,
     )
-    app.state.notify = notify or background_sender(settings)
+    app.state.notify = notify or Waker(lambda: app.state.enqueue(DELIVER_CALLBACKS_TASK, ALL_DUE))
     app.state.rate_limiter = KeyRateLimiter.from_settings(settings)
     _configure_database(settings)
     app.state.reads = AsyncReads.for_settings(settings)
@@ -222,8 +258,8 @@ def create_app(
     app.add_middleware(RequestGuard, max_json_bytes=settings.max_json_bytes)
     app.add_middleware(AdmissionControl, settings=settings, state=app.state)
     app.state.metrics = metrics = install_metrics(app)  # outermost: counts the guard's and the shedding's too
-    for state in ("admitted", "waiting"):
-        metrics.in_flight.labels(state).set_function(lambda state=state: _admission_count(app, state))
+    metrics.admission = lambda: (_admission_count(app, "admitted"), _admission_count(app, "waiting"))
+    app.add_middleware(CorrelationId)
     for router in (
         health_router,
         datasets_router,
@@ -234,4 +270,6 @@ def create_app(
     ):
         app.include_router(router)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
+    if tracing:
+        instrumentor("opentelemetry.instrumentation.fastapi", "FastAPIInstrumentor").instrument_app(app)
     return app

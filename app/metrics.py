@@ -2,9 +2,15 @@
 
 A plain ASGI middleware (Starlette's `BaseHTTPMiddleware` costs a task and two memory streams per
 request), outermost but for Starlette's error middleware, so it counts shed and refused requests too.
+
+With several API processes (`unlearn api --workers N`) the figures are kept in prometheus-client's
+multiprocess mode (`core.observability.metrics`): a scrape of any process counts every process's
+requests. The in-flight gauge is each process's admission state as of its last request boundary (a
+scrape is one), summed over the live processes.
 """
 
 import time
+from collections.abc import Callable
 
 from fastapi import FastAPI, Response
 from prometheus_client import (
@@ -16,6 +22,8 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.observability.metrics import process_exited, scrape_registry
 
 
 class ApiMetrics:
@@ -36,13 +44,27 @@ class ApiMetrics:
         )
         self.in_flight = Gauge(
             "unlearn_http_requests_in_progress",
-            "Requests this process works on now (admitted), and those waiting for a turn.",
+            "Requests the API processes work on now (admitted), and those waiting for a turn.",
             ["state"],
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
+        self._admitted = self.in_flight.labels("admitted")
+        self._waiting = self.in_flight.labels("waiting")
+        self.admission: Callable[[], tuple[float, float]] = lambda: (0.0, 0.0)
+        """(admitted, waiting) of this process now; set by the app factory."""
+
+    def note_admission(self) -> None:
+        admitted, waiting = self.admission()
+        self._admitted.set(admitted)
+        self._waiting.set(waiting)
 
     def render(self) -> Response:
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(scrape_registry(self.registry)), media_type=CONTENT_TYPE_LATEST)
+
+    def process_exited(self) -> None:
+        """At shutdown: this process's in-flight figures leave the sum."""
+        process_exited()
 
 
 class MetricsMiddleware:
@@ -56,6 +78,7 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        self.metrics.note_admission()
 
         async def send_and_note(message: Message) -> None:
             nonlocal status
@@ -70,6 +93,7 @@ class MetricsMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(template, scope["method"], str(status)).inc()
             self.metrics.latency.labels(template, scope["method"]).observe(time.perf_counter() - started)
+            self.metrics.note_admission()
 
 
 def install_metrics(app: FastAPI) -> ApiMetrics:

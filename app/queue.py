@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from app.overload import Breaker
-from core.tasks import PROCESS_MODEL_TASK, queued_mark, redis_client
+from core.tasks import PROCESS_MODEL_TASK, queue_for, queued_mark, redis_client
 
 logger = logging.getLogger("app.queue")
 
@@ -118,7 +118,7 @@ class CeleryEnqueue:
             self._celery().send_task(
                 task_name,
                 args=[model_id],
-                queue=self.queue_name,
+                queue=queue_for(task_name, self.queue_name),
                 countdown=countdown_s,
                 retry=True,
                 retry_policy={

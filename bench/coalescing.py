@@ -20,6 +20,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from core.storage import local_path
+
 
 def _prepare(root: Path) -> tuple[Any, Path, str, list[str]]:
     from app.datasets.schemas import DatasetCreate
@@ -57,7 +59,7 @@ def _model(settings: Any, checkpoint: Path, dataset_id: str) -> str:
             event=AuditEventType.model_registered,
             data={},
         )
-        target = settings.artifacts / "models" / model.id / "v1.safetensors"
+        target = local_path(settings.artifact_url) / "models" / model.id / "v1.safetensors"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(checkpoint, target)
         info = file_sha256(target)

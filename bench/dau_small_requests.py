@@ -36,8 +36,12 @@ def main(
     params: Annotated[str, typer.Option(help="DAU params as a JSON object.")] = "{}",
     data: Annotated[Path | None, typer.Option(help="CIFAR-10 archive or tree.")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write every figure here.")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads (0 = torch's default).")] = 0,
 ) -> None:
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
     from unlearning.bench.presets import get_preset
     from unlearning.bench.rows import row_spec

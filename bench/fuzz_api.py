@@ -26,6 +26,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from core.storage import local_path
+
 REPO = Path(__file__).resolve().parents[1]
 FuzzCheck = Callable[..., Any]
 UNAUTHENTICATED_EXAMPLES = 2
@@ -312,7 +314,7 @@ def seeded_app(settings: Any) -> Iterator[tuple[Any, dict[str, str], Seeded]]:
     app = create_app(settings, enqueue=lambda task, args: True)
     app.state.broker_ping = lambda url: None
     helpers = _load_evidence_helpers()
-    checkpoint = _checkpoint_bytes(settings.artifacts)
+    checkpoint = _checkpoint_bytes(local_path(settings.artifact_url))
     with TestClient(app) as client:
 
         def created(response: Any) -> dict[str, Any]:
@@ -344,11 +346,15 @@ def seeded_app(settings: Any) -> Iterator[tuple[Any, dict[str, str], Seeded]]:
             )
         )
         report = helpers.synthetic_report()
-        page = settings.artifacts / "reports" / f"{done['id']}.html"
+        page = local_path(settings.artifact_url) / "reports" / f"{done['id']}.html"
         page.parent.mkdir(parents=True, exist_ok=True)
         page.write_text(render_html(report), encoding="utf-8")
         succeeded = helpers.succeed_request(
-            settings.database_url, settings.artifacts, done["id"], report.to_dict(), html_uri=str(page)
+            settings.database_url,
+            local_path(settings.artifact_url),
+            done["id"],
+            report.to_dict(),
+            html_uri=str(page),
         )
     path_ids = {
         "dataset_id": [dataset["id"]],
@@ -368,7 +374,7 @@ def fuzz_settings(directory: Path, database_url: str | None = None) -> Any:
         env="test",
         var_dir=directory / "var",
         database_url=database_url or f"sqlite:///{directory / 'fuzz.db'}",
-        artifact_dir=directory / "artifacts",
+        artifact_url=(directory / "artifacts").as_uri(),
         broker_url="redis://127.0.0.1:1/0",
         server_secret="fuzz-server-secret-0123456789abcdef0123456789",
         verify_uploaded_weights=False,

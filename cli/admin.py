@@ -39,16 +39,29 @@ def api(
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
     migrate: Annotated[bool, typer.Option(help="Run database migrations first.")] = True,
 ) -> None:
-    """Serve the HTTP API (uvicorn) against UNLEARN_DATABASE_URL / UNLEARN_BROKER_URL."""
+    """Serve the HTTP API (uvicorn) against UNLEARN_DATABASE_URL / UNLEARN_BROKER_URL.
+
+    With several workers, metrics use prometheus-client's multiprocess mode: a fresh directory, or the
+    one PROMETHEUS_MULTIPROC_DIR names (emptied first), so a scrape of any process counts them all."""
+    import shutil
+
     import uvicorn
 
     from core.db.migrate import upgrade
+    from core.observability.multiproc import multiproc_dir, prepare_multiproc_dir
 
     if migrate:
         upgrade(_database_url(None))
-    uvicorn.run(
-        "app.main:create_app", factory=True, host=host, port=port, workers=workers, proxy_headers=True
+    metrics_dir, created = (
+        prepare_multiproc_dir() if workers > 1 or multiproc_dir() is not None else (None, False)
     )
+    try:
+        uvicorn.run(
+            "app.main:create_app", factory=True, host=host, port=port, workers=workers, proxy_headers=True
+        )
+    finally:
+        if created and metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def keys_create(

@@ -92,22 +92,38 @@ def up(
 def worker(
     queues: Annotated[
         str | None,
-        typer.Option("--queues", "-Q", help="Comma-separated queues. Default: UNLEARN_QUEUE_NAME."),
+        typer.Option(
+            "--queues",
+            "-Q",
+            help="Comma-separated job queues. Default: UNLEARN_QUEUE_NAME. The light `callbacks` queue "
+            "(callback deliveries) is always consumed too.",
+        ),
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Pool processes (one per GPU on GPU hosts).")] = 1,
     pool: Annotated[str, typer.Option(help="Celery pool: prefork or solo.")] = "prefork",
     max_tasks_per_child: Annotated[
         int | None, typer.Option(min=1, help="Recycle a pool process after N tasks (frees GPU memory).")
     ] = None,
-    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    loglevel: Annotated[str | None, typer.Option(help="Log level. Default: UNLEARN_LOG_LEVEL.")] = None,
     hostname: Annotated[str | None, typer.Option(help="Celery node name (default: celery@<host>).")] = None,
     torch_threads: TorchThreadsOption = None,
 ) -> None:
-    """Run a Celery worker against UNLEARN_BROKER_URL and UNLEARN_DATABASE_URL."""
+    """Run a Celery worker against UNLEARN_BROKER_URL and UNLEARN_DATABASE_URL.
+
+    With UNLEARN_WORKER_METRICS_PORT set, the pool processes' metrics use prometheus-client's
+    multiprocess mode (a fresh directory, or PROMETHEUS_MULTIPROC_DIR emptied first), named here before
+    anything imports prometheus-client."""
     import os
+    import shutil
 
+    from core.observability.logs import configure_logging
+    from core.observability.multiproc import prepare_multiproc_dir
     from core.settings import get_settings
+    from core.tasks import CALLBACKS_QUEUE
 
+    settings = get_settings()
+    consumed = [name.strip() for name in (queues or settings.queue_name).split(",") if name.strip()]
+    metrics_dir, created = prepare_multiproc_dir() if settings.worker_metrics_port else (None, False)
     if torch_threads is not None:
         # Read by torch when a pool process first imports it (the parent never imports torch).
         for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -116,20 +132,39 @@ def worker(
 
     argv = [
         "worker",
-        f"--loglevel={loglevel}",
+        f"--loglevel={loglevel or settings.log_level}",
         "--queues",
-        queues or get_settings().queue_name,
+        ",".join(dict.fromkeys([*consumed, CALLBACKS_QUEUE])),
         f"--concurrency={concurrency}",
         f"--pool={pool}",
         # Job state lives in the DB; the cluster gossip/mingle protocols only slow the start-up.
         "--without-mingle",
         "--without-gossip",
     ]
+    if settings.log_format == "json":
+        argv.insert(0, "--quiet")  # no start-up banner: every line of the output is a JSON object
+    configure_logging(settings, "worker")  # now: Celery warns (as root, ...) before it sets up logging
     if max_tasks_per_child is not None:
         argv.append(f"--max-tasks-per-child={max_tasks_per_child}")
     if hostname is not None:
         argv += ["--hostname", hostname]
-    celery_app.worker_main(argv)
+    try:
+        celery_app.worker_main(argv)
+    finally:
+        if created and metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+DEMO_CALLBACK_ALLOW_NETWORKS = "127.0.0.1/32"
+"""The demo runs on one machine: its callbacks may reach a receiver on this host's loopback."""
+
+
+def demo_env() -> dict[str, str]:
+    """Settings of the demo's stack: loopback callback receivers allowed, unless the environment says."""
+    import os
+
+    allow = os.environ.get("UNLEARN_CALLBACK_ALLOW_NETWORKS", DEMO_CALLBACK_ALLOW_NETWORKS)
+    return {"UNLEARN_CALLBACK_ALLOW_NETWORKS": allow}
 
 
 def demo(
@@ -151,7 +186,9 @@ def demo(
 
     console = Console()
     _stop_on_termination_signals()
-    stack = EmbeddedStack(var_dir=var_dir, port=port or free_tcp_port(), torch_threads=torch_threads)
+    stack = EmbeddedStack(
+        var_dir=var_dir, port=port or free_tcp_port(), torch_threads=torch_threads, extra_env=demo_env()
+    )
     try:
         console.rule("unlearn-service demo")
         stack.start(on_step=lambda step: console.print(f"[dim]• {step}[/dim]"))

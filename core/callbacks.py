@@ -1,22 +1,24 @@
-"""Status-change callbacks (DESIGN section 5), the one way both the API and the worker send them.
+"""Status-change callbacks (DESIGN section 5) through a durable outbox: the one way they are sent.
 
-A callback POSTs the request resource (exactly what `GET /v1/deletion-requests/{id}` serves) to its
-`callback_url`, signed `X-Unlearn-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes with the
-server secret>`.
+A callback POSTs the request resource (exactly what `GET /v1/deletion-requests/{id}` served when the
+status changed) to its `callback_url`, signed `X-Unlearn-Signature: sha256=<hex HMAC-SHA256 of the exact
+body bytes with the server secret>` and named `X-Unlearn-Delivery: <delivery id>`.
 
-- `deliver_callback` makes one delivery: retried with exponential backoff on connection errors,
-  timeouts, 5xx, 408 and 429 (every retry carries the same `X-Unlearn-Delivery` id, so a receiver can
-  drop duplicates); any other 4xx is final. It never raises: a callback never fails a job or a call.
-- `track_status_changes` hooks a session: after each commit it hands a snapshot of every deletion
-  request whose status the transaction changed to a `Notify` function. The API's request sessions
-  and the worker's write transactions both use it, so no status change can skip its callback.
-- `background_sender` / `deliver_in_background` queue deliveries on a few daemon threads ("lanes"),
-  so a slow or dead receiver delays neither the HTTP answer nor the job. A request always maps to the
-  same lane, so its callbacks leave in the order its status changed. `flush_callbacks` waits for the
-  queued deliveries (the worker tasks call it before returning, so a recycled process drops none).
+Writing (any process): `core.lifecycle` calls `owe_callback` on every status change of a request that
+has a callback URL; when the transaction commits, a `before_commit` hook inserts one `callback_outbox`
+row per such request (one multi-row INSERT, the resource as committed) in that same transaction. So a
+committed status change always has its row, and a rolled-back one has none. After the commit the
+session's `Notify` (set by `notify_after_commit`) is told once, which enqueues the delivery task.
 
-- `write_session` is a write transaction hooked that way (the job loop's); `notify_requests`
-  re-delivers the current resource of given requests, synchronously.
+Delivering (the workers: the `worker.deliver_callbacks` task, and every reaper pass): `deliver_due`
+claims due rows, at most the oldest pending row of each request (a request's callbacks leave in the
+order its status changed), and leases them (`next_attempt_at` moves past the attempt's longest
+duration, so a worker that dies mid-attempt leaves the row to the next pass). Each POST goes to an
+address checked again just before (`core.netguard`; a refused target fails the delivery at once, never
+retried) and pinned: the connection goes to the checked address, with the URL's Host header and TLS
+server name. A 2xx delivers; connection errors, timeouts, 5xx, 408 and 429 are retried with doubling
+backoff until `callback_attempts`; a redirect or any other 4xx fails at once. At least once: a
+receiver drops duplicates by the delivery id, which every retry repeats.
 
 Torch-free, web-free and worker-free.
 """
@@ -27,24 +29,23 @@ import hashlib
 import hmac
 import json
 import logging
-import queue
 import threading
 import time
-import uuid
-import zlib
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, wait
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
-from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import get_history
+from sqlalchemy import Engine, event, exists, insert, select, update
+from sqlalchemy.orm import Session, object_session
 
+from core.db.models import CallbackDelivery, DeletionRequest, DeliveryStatus, new_id, utcnow
 from core.resources import request_resource
 
 if TYPE_CHECKING:
+    from core.netguard import Target
     from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,22 +53,21 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Unlearn-Signature"
 DELIVERY_HEADER = "X-Unlearn-Delivery"
 RETRYABLE_STATUSES = frozenset({408, 429})
-DEFAULT_ATTEMPTS = 6
-DEFAULT_BACKOFF_S = 1.0
-"""1, 2, 4, 8, 16 s between the 6 attempts: about half a minute in all."""
-LANES = 4
+LEASE_TIMEOUTS = 3
+"""An attempt's lease: connect, send and read may each take callback_timeout_s ..."""
+LEASE_MARGIN_S = 5.0
+"""... plus the target check and the database round trips."""
+SENDERS = 8
+"""Deliveries in flight at once (each to another request): a claim takes no more rows than this, so every
+claimed attempt starts at once and ends within its lease."""
+ERROR_CHARS = 2000
 
-Notify = Callable[[str, str, dict[str, Any]], None]
-"""notify(request_id, callback_url, resource snapshot)."""
+Notify = Callable[[], object]
+"""Told (best effort) after a commit that wrote outbox rows: wakes a deliverer."""
 
-
-@dataclass(frozen=True)
-class CallbackOutcome:
-    delivered: bool
-    attempts: int
-    status_code: int | None
-    error: str | None
-    delivery_id: str
+_OWED = "callbacks_owed"
+_WROTE = "callbacks_wrote"
+_NOTIFY = "callbacks_notify"
 
 
 def sign_body(body: bytes, secret: str) -> str:
@@ -82,211 +82,311 @@ def verify_signature(body: bytes, header: str | None, secret: str) -> bool:
     return hmac.compare_digest(header.encode("utf-8", "surrogatepass"), sign_body(body, secret).encode())
 
 
-def deliver_callback(
-    url: str,
-    resource: dict[str, Any],
-    secret: str,
-    *,
-    attempts: int = DEFAULT_ATTEMPTS,
-    backoff_s: float = DEFAULT_BACKOFF_S,
-    timeout_s: float = 10.0,
-) -> CallbackOutcome:
-    """POST `resource` as JSON to `url`, signed; retry with doubling backoff; never raise."""
+def callback_body(resource: dict[str, Any]) -> str:
+    """The exact JSON text a callback carries (its UTF-8 bytes are signed)."""
+    return json.dumps(resource, sort_keys=True, ensure_ascii=False)
+
+
+# -- writing the outbox, in the transaction of the status change ----------------------------------------
+
+
+def owe_callback(request: DeletionRequest) -> None:
+    """`request`'s status changed: if it has a callback URL, its outbox row is written when the
+    transaction commits, with the resource as committed (`core.lifecycle` calls this, nothing else)."""
+    if not request.callback_url:
+        return
+    session = object_session(request)
+    if session is None:
+        raise RuntimeError(f"deletion request {request.id} changed status outside a session")
+    owed: dict[int, DeletionRequest] | None = session.info.get(_OWED)
+    if owed is None:
+        owed = session.info[_OWED] = {}
+        event.listen(session, "before_commit", _write_owed)
+        event.listen(session, "after_commit", _notify)
+        event.listen(session, "after_soft_rollback", _forget)
+    owed[id(request)] = request  # by object: a new request has no id before its flush
+
+
+def _write_owed(session: Session) -> None:
+    owed: dict[int, DeletionRequest] = session.info.get(_OWED, {})
+    if not owed:
+        return
+    session.flush()  # the resource as this transaction leaves it
+    now = utcnow()
+    rows = [
+        {
+            "delivery_id": new_id("dlv"),
+            "request_id": request.id,
+            "url": request.callback_url,
+            "body": callback_body(request_resource(request)),
+            "status": DeliveryStatus.pending.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for request in owed.values()
+    ]
+    owed.clear()
+    session.connection().execute(insert(CallbackDelivery.__table__), rows)
+    session.info[_WROTE] = True
+
+
+def _notify(session: Session) -> None:
+    if not session.info.pop(_WROTE, False):
+        return
+    notify: Notify | None = session.info.get(_NOTIFY)
+    if notify is None:
+        return
+    try:
+        notify()
+    except Exception:  # the reaper's sweep delivers what no wake-up announced
+        log.exception("callbacks: could not wake a deliverer; the reaper's next pass delivers")
+
+
+def _forget(session: Session, previous: Any) -> None:
+    if getattr(previous, "nested", False):
+        return  # a savepoint: the transaction goes on, and so do the callbacks it owes
+    session.info.get(_OWED, {}).clear()
+    session.info.pop(_WROTE, None)
+
+
+def notify_after_commit(session: Session, notify: Notify | None) -> None:
+    """After each commit of `session` that wrote outbox rows, call `notify` once."""
+    if notify is None:
+        session.info.pop(_NOTIFY, None)
+    else:
+        session.info[_NOTIFY] = notify
+
+
+@contextmanager
+def write_session(database_url: str, notify: Notify | None = None) -> Iterator[Session]:
+    """`session_scope` whose commit, when it owed callbacks, calls `notify` (the job loop's writes)."""
+    from core.db import session_scope
+
+    with session_scope(database_url) as session:
+        notify_after_commit(session, notify)
+        yield session
+
+
+class Waker:
+    """A `Notify` that calls `send` from a daemon thread: a commit never waits for the broker, and the
+    commits made while a send is in flight share the next one."""
+
+    def __init__(self, send: Callable[[], object]) -> None:
+        self.send = send
+        self._due = False
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self) -> None:
+        with self._wake:
+            self._due = True
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="callback-waker", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._due)
+                self._due = False
+            try:
+                self.send()
+            except Exception:
+                log.exception("callbacks: could not enqueue the delivery task; the reaper delivers")
+
+
+# -- delivering -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    delivery_id: str
+    request_id: str
+    url: str
+    body: str
+    attempts: int
+    """Including the attempt this claim makes."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    delivered: bool
+    status_code: int | None = None
+    error: str | None = None
+    final: bool = False
+    """A failure no retry can fix (a refused target, a redirect, a 4xx)."""
+
+
+@dataclass
+class DeliveryReport:
+    delivered: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+
+def lease_s(settings: Settings) -> float:
+    return LEASE_TIMEOUTS * settings.callback_timeout_s + LEASE_MARGIN_S
+
+
+_outbox = CallbackDelivery.__table__
+PENDING, DELIVERED, FAILED = (status.value for status in DeliveryStatus)
+
+
+def claim_due(engine: Engine, settings: Settings, now: datetime, limit: int = SENDERS) -> list[Claimed]:
+    """Lease the due rows that are first in line for their request (in one statement: `FOR UPDATE SKIP
+    LOCKED` on PostgreSQL, so workers claim disjoint rows; SQLite runs it under its write lock). A due
+    row with no attempt left lost its last attempt with a worker that stopped: it fails."""
+    t, earlier = _outbox, _outbox.alias("earlier")
+    due = (t.c.status == PENDING) & (t.c.next_attempt_at <= now)
+    first_in_line = ~exists().where(
+        earlier.c.request_id == t.c.request_id, earlier.c.status == PENDING, earlier.c.id < t.c.id
+    )
+    candidates = (
+        select(t.c.id)
+        .where(due, t.c.attempts < settings.callback_attempts, first_in_line)
+        .order_by(t.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=t)
+    )
+    lease = now + timedelta(seconds=lease_s(settings))
+    claim = (
+        update(t)
+        .where(t.c.id.in_(candidates.scalar_subquery()))
+        .values(attempts=t.c.attempts + 1, next_attempt_at=lease, updated_at=now)
+        .returning(t.c.id, t.c.delivery_id, t.c.request_id, t.c.url, t.c.body, t.c.attempts)
+    )
+    with engine.begin() as connection:
+        connection.execute(
+            update(t)
+            .where(due, t.c.attempts >= settings.callback_attempts)
+            .values(
+                status=FAILED,
+                last_error="the last attempt was lost with the worker that made it",
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+        rows = connection.execute(claim).all()
+    return sorted((Claimed(*row) for row in rows), key=lambda claimed: claimed.id)
+
+
+def post_delivery(target: Target, body: bytes, delivery_id: str, secret: str, timeout_s: float) -> Attempt:
+    """One signed POST to the checked address of `target` (Host header and TLS server name from its
+    URL), no redirect followed, no proxy from the environment."""
     import httpx
 
-    delivery_id = uuid.uuid4().hex
-    try:
-        body = json.dumps(resource, sort_keys=True, ensure_ascii=False).encode()
-    except (TypeError, ValueError) as unserialisable:
-        reason = f"{type(unserialisable).__name__}: {unserialisable}"
-        return CallbackOutcome(False, 0, None, reason, delivery_id)
+    url = httpx.URL(target.url)
     headers = {
+        "Host": url.netloc.decode("ascii"),
         "Content-Type": "application/json",
         SIGNATURE_HEADER: sign_body(body, secret),
         DELIVERY_HEADER: delivery_id,
     }
-    status_code: int | None = None
-    error: str | None = None
-    for attempt in range(1, max(attempts, 1) + 1):
-        if attempt > 1:
-            time.sleep(backoff_s * 2 ** (attempt - 2))
-        try:
-            response = httpx.post(url, content=body, headers=headers, timeout=timeout_s)
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL, ValueError) as failure:  # a URL no retry fixes
-            return CallbackOutcome(False, attempt, None, f"{type(failure).__name__}: {failure}", delivery_id)
-        except httpx.HTTPError as failure:  # connection refused, timeout, ...
-            status_code, error = None, f"{type(failure).__name__}: {failure}"
-            continue
-        status_code = response.status_code
-        if status_code < 300:
-            return CallbackOutcome(True, attempt, status_code, None, delivery_id)
-        error = f"the receiver answered {status_code}"
-        if status_code < 500 and status_code not in RETRYABLE_STATUSES:
-            return CallbackOutcome(False, attempt, status_code, error, delivery_id)
-    log.warning("callback %s to %s not delivered after %d attempts: %s", delivery_id, url, attempts, error)
-    return CallbackOutcome(False, max(attempts, 1), status_code, error, delivery_id)
-
-
-# -- background delivery ------------------------------------------------------------------------
-
-Job = tuple[Future[CallbackOutcome], Callable[[], CallbackOutcome]]
-
-_lanes: list[queue.SimpleQueue[Job]] = []
-_lanes_lock = threading.Lock()
-_pending: set[Future[CallbackOutcome]] = set()
-
-
-def _serve(lane: queue.SimpleQueue[Job]) -> None:
-    while True:
-        future, deliver = lane.get()
-        if not future.set_running_or_notify_cancel():
-            continue
-        try:
-            future.set_result(deliver())
-        except BaseException as error:  # deliver_callback does not raise; this keeps the lane alive
-            future.set_exception(error)
-
-
-def _lane(request_id: str) -> queue.SimpleQueue[Job]:
-    # Daemon threads: an exiting process does not wait half a minute for a dead receiver's retries.
-    with _lanes_lock:
-        if not _lanes:
-            for number in range(LANES):
-                lane: queue.SimpleQueue[Job] = queue.SimpleQueue()
-                threading.Thread(target=_serve, args=(lane,), name=f"callback-{number}", daemon=True).start()
-                _lanes.append(lane)
-    return _lanes[zlib.crc32(request_id.encode()) % LANES]
-
-
-def submit_delivery(
-    request_id: str,
-    url: str,
-    resource: dict[str, Any],
-    secret: str,
-    *,
-    attempts: int = DEFAULT_ATTEMPTS,
-    backoff_s: float = DEFAULT_BACKOFF_S,
-    timeout_s: float = 10.0,
-) -> Future[CallbackOutcome]:
-    """Queue a delivery on the request's lane; returns at once."""
-    future: Future[CallbackOutcome] = Future()
-    _pending.add(future)
-    future.add_done_callback(_pending.discard)
-    _lane(request_id).put(
-        (
-            future,
-            lambda: deliver_callback(
-                url, resource, secret, attempts=attempts, backoff_s=backoff_s, timeout_s=timeout_s
-            ),
-        )
-    )
-    return future
-
-
-def background_sender(settings: Settings) -> Notify:
-    """A `Notify` that queues signed deliveries with the secret and retry settings of `settings`."""
-
-    def notify(request_id: str, url: str, resource: dict[str, Any]) -> None:
-        submit_delivery(
-            request_id,
-            url,
-            resource,
-            settings.server_secret,
-            attempts=settings.callback_attempts,
-            backoff_s=settings.callback_backoff_s,
-            timeout_s=settings.callback_timeout_s,
-        )
-
-    return notify
-
-
-def deliver_in_background(request_id: str, url: str, resource: dict[str, Any]) -> None:
-    """`background_sender` for the settings of the environment (the worker's default)."""
-    from core.settings import get_settings
-
-    background_sender(get_settings())(request_id, url, resource)
-
-
-def flush_callbacks(timeout_s: float = 60.0) -> None:
-    """Wait (bounded) for the deliveries queued so far."""
-    if _pending:
-        wait(list(_pending), timeout=timeout_s)
-
-
-# -- which requests changed status --------------------------------------------------------------
-
-
-def _status_changed(instance: Any) -> bool:
-    history = get_history(instance, "status")  # not inspect().attrs: that builds every attribute's state
-    return bool(history.added) and list(history.added) != list(history.deleted)
-
-
-def track_status_changes(session: Session, notify: Notify) -> None:
-    """After each commit of `session`, call `notify` for every deletion request with a callback URL
-    whose status the committed transaction changed (a rolled-back transaction notifies nothing)."""
-    from core.db.models import DeletionRequest
-
-    changed: dict[str, Any] = {}
-
-    def collect(flushing: Session, _context: Any) -> None:
-        for instance in [*flushing.new, *flushing.dirty]:
-            if isinstance(instance, DeletionRequest) and _status_changed(instance):
-                changed[instance.id] = instance
-
-    def forget(_session: Session, _previous: Any = None) -> None:
-        changed.clear()
-
-    def dispatch(_session: Session) -> None:
-        # The sessions here do not expire on commit: building the resource reads loaded attributes only.
-        committed = list(changed.values())
-        changed.clear()
-        for request in committed:
-            if not request.callback_url:
-                continue
-            try:
-                notify(request.id, request.callback_url, request_resource(request))
-            except Exception:  # never undo or fail a committed transition because of a callback
-                log.exception("callbacks: could not queue the callback of %s", request.id)
-
-    event.listen(session, "after_flush", collect)
-    event.listen(session, "after_soft_rollback", forget)
-    event.listen(session, "after_commit", dispatch)
-
-
-@contextmanager
-def write_session(database_url: str, notify: Notify | None = deliver_in_background) -> Iterator[Session]:
-    """`session_scope` that, after a successful commit, notifies every deletion request whose status
-    this transaction changed and that has a callback URL."""
-    from core.db import session_scope
-
-    with session_scope(database_url) as session:
-        if notify is not None:
-            track_status_changes(session, notify)
-        yield session
-
-
-def notify_requests(
-    database_url: str,
-    secret: str,
-    request_ids: Iterable[str],
-    *,
-    attempts: int = DEFAULT_ATTEMPTS,
-    backoff_s: float = DEFAULT_BACKOFF_S,
-) -> dict[str, CallbackOutcome]:
-    """Deliver the current resource of each request that has a callback URL; {} if the DB is unreadable."""
-    from core.db import DeletionRequest, session_scope
-
-    snapshots: list[tuple[str, str, dict[str, Any]]] = []
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
     try:
-        with session_scope(database_url, readonly=True) as session:
-            for request_id in request_ids:
-                request = session.get(DeletionRequest, request_id)
-                if request is not None and request.callback_url:
-                    snapshots.append((request.id, request.callback_url, request_resource(request)))
-    except Exception:
-        log.exception("callbacks: cannot read the requests %s", list(request_ids))
-        return {}
-    return {
-        request_id: deliver_callback(url, resource, secret, attempts=attempts, backoff_s=backoff_s)
-        for request_id, url, resource in snapshots
+        with httpx.Client(trust_env=False, follow_redirects=False, timeout=timeout_s) as client:
+            response = client.post(
+                url.copy_with(host=str(target.address)), content=body, headers=headers, extensions=extensions
+            )
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as failure:  # a URL no retry fixes
+        return Attempt(False, error=f"{type(failure).__name__}: {failure}", final=True)
+    except httpx.HTTPError as failure:  # connection refused, timeout, ...
+        return Attempt(False, error=f"{type(failure).__name__}: {failure}")
+    status = response.status_code
+    if 200 <= status < 300:
+        return Attempt(True, status)
+    error = f"the receiver answered {status}"
+    if 300 <= status < 400:
+        return Attempt(False, status, f"{error} (a redirect: not followed)", final=True)
+    return Attempt(False, status, error, final=status < 500 and status not in RETRYABLE_STATUSES)
+
+
+def attempt_delivery(claimed: Claimed, settings: Settings) -> Attempt:
+    """Check the target again (DNS may answer differently than at POST), then POST; never raises."""
+    from core.netguard import TargetRefused, TargetUnresolved, check_target
+
+    try:
+        target = check_target(claimed.url, tuple(settings.callback_allow_networks))
+    except TargetRefused as refused:
+        return Attempt(False, error=f"callback target refused: {refused}", final=True)
+    except TargetUnresolved as unresolved:
+        return Attempt(False, error=f"callback target unresolved: {unresolved}")
+    try:
+        return post_delivery(
+            target,
+            claimed.body.encode(),
+            claimed.delivery_id,
+            settings.server_secret,
+            settings.callback_timeout_s,
+        )
+    except Exception as error:  # a bug must not stop the other deliveries
+        log.exception("callbacks: delivery %s raised", claimed.delivery_id)
+        return Attempt(False, error=f"{type(error).__name__}: {error}")
+
+
+def record_attempt(engine: Engine, claimed: Claimed, attempt: Attempt, settings: Settings) -> str:
+    """Write the attempt's outcome (unless another worker claimed the row since); the row's new status."""
+    now = utcnow()
+    values: dict[str, Any] = {
+        "last_status_code": attempt.status_code,
+        "last_error": attempt.error[:ERROR_CHARS] if attempt.error else None,
+        "updated_at": now,
     }
+    if attempt.delivered:
+        status = DELIVERED
+        values.update(status=status, finished_at=now)
+    elif attempt.final or claimed.attempts >= settings.callback_attempts:
+        status = FAILED
+        values.update(status=status, finished_at=now)
+    else:
+        status = PENDING
+        wait_s = settings.callback_backoff_s * 2 ** (claimed.attempts - 1)
+        values.update(next_attempt_at=now + timedelta(seconds=wait_s))
+    with engine.begin() as connection:
+        connection.execute(
+            update(_outbox)
+            .where(
+                _outbox.c.id == claimed.id,
+                _outbox.c.status == PENDING,
+                _outbox.c.attempts == claimed.attempts,
+            )
+            .values(**values)
+        )
+    if status == FAILED:
+        log.warning(
+            "callback %s to %s failed after %d attempts: %s",
+            claimed.delivery_id,
+            claimed.url,
+            claimed.attempts,
+            attempt.error,
+        )
+    return status
+
+
+def deliver_due(
+    engine: Engine, settings: Settings, *, budget_s: float = 60.0, now: datetime | None = None
+) -> DeliveryReport:
+    """Claim and deliver due rows, batch after batch, until none is due or `budget_s` has passed.
+    `now`: what is due at that time (tests: "after the lease ran out")."""
+    report = DeliveryReport()
+    deadline = time.monotonic() + budget_s
+    while True:
+        claimed = claim_due(engine, settings, now or utcnow())
+        if not claimed:
+            return report
+        with ThreadPoolExecutor(min(len(claimed), SENDERS), thread_name_prefix="callback") as senders:
+            attempts = {senders.submit(attempt_delivery, row, settings): row for row in claimed}
+            for done in as_completed(attempts):
+                status = record_attempt(engine, attempts[done], done.result(), settings)
+                if status == DELIVERED:
+                    report.delivered += 1
+                elif status == FAILED:
+                    report.failed += 1
+                else:
+                    report.retrying += 1
+        if time.monotonic() > deadline:
+            return report

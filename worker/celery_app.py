@@ -30,6 +30,7 @@ from celery import Celery
 from kombu import Queue
 
 from core.settings import Settings, get_settings
+from core.tasks import CALLBACKS_QUEUE, queue_for
 
 __all__ = ["WORKER_READY_FILE_ENV", "app", "create_celery_app", "enqueue"]
 
@@ -44,14 +45,15 @@ DEVICE_QUEUES = ("gpu", "cpu")
 def create_celery_app(settings: Settings | None = None) -> Celery:
     """A Celery app whose broker and (unused) result backend are `settings.broker_url`."""
     settings = settings or get_settings()
-    queue_names = list(dict.fromkeys([*DEVICE_QUEUES, settings.queue_name]))
+    queue_names = list(dict.fromkeys([*DEVICE_QUEUES, settings.queue_name, CALLBACKS_QUEUE]))
     transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
     celery = Celery("unlearn", broker=settings.broker_url, backend=settings.broker_url)
     celery.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_queues=[Queue(name) for name in queue_names],
+        # Each queue bound under its own name (a bare Queue(name) would be bound under the default one).
+        task_queues=[Queue(name, routing_key=name) for name in queue_names],
         task_default_queue=settings.queue_name,
         # The API reads job state from the DB, never from Celery's result backend.
         task_ignore_result=True,
@@ -74,8 +76,11 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
 app = create_celery_app()
 """The app `celery -A worker.celery_app` and `unlearn worker` run."""
 
+from worker import metrics as _observability  # noqa: E402,F401 - logging/metrics/tracing signal handlers
+
 
 def enqueue(task_name: str, model_id: str, countdown_s: float | None = None) -> bool:
     """A `core.tasks.Enqueue` on the worker's own app (what the reaper, retries and follow-ups use)."""
-    app.send_task(task_name, args=[model_id], queue=get_settings().queue_name, countdown=countdown_s)
+    queue = queue_for(task_name, get_settings().queue_name)
+    app.send_task(task_name, args=[model_id], queue=queue, countdown=countdown_s)
     return True

@@ -4,7 +4,8 @@ Runs in every worker's main process, at start-up and then every `interval_s` (a 
 on Celery's `worker_ready` signal; celery beat is not needed). What it enqueues is planned from the
 rows alone by `core.jobs.reaping.plan_reaping`. Each pass also purges the checkpoints of retired versions
 whose grace is over (`core.jobs.purge`), so a worker killed between a commit and its purge leaves no live
-file of a retired version once a worker runs again.
+file of a retired version once a worker runs again. And it delivers the due callbacks of the outbox
+(`core.callbacks.deliver_due`), so none waits for a lost enqueue or a dead worker.
 
 Enqueueing is always safe: a delivery that finds a live job or nothing to do returns at once, and the
 claim gives up on a job after `max_attempts`. To keep the broker quiet while one worker is busy for a
@@ -31,9 +32,11 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
+from core.callbacks import deliver_due
 from core.jobs.purge import purge_due_checkpoints
 from core.jobs.reaping import ReapPlan, plan_reaping
 from core.settings import Settings, get_settings
+from core.storage import artifact_store
 from core.tasks import PROCESS_MODEL_TASK, TRAIN_BASE_MODEL_TASK
 from worker.celery_app import WORKER_READY_FILE_ENV, enqueue
 
@@ -78,7 +81,9 @@ class Reaper:
 
         now = now or utcnow()
         try:
-            purge_due_checkpoints(self.settings.database_url, now, actor="reaper")
+            purge_due_checkpoints(
+                self.settings.database_url, artifact_store(self.settings), now, actor="reaper"
+            )
         except Exception:
             log.exception("reaper: purging retired checkpoints failed; next pass retries")
         with Session(self.engine()) as session:
@@ -100,7 +105,17 @@ class Reaper:
                 log.info("reaper: re-enqueueing %s(%s)", task, model_id)
                 self.enqueue_task(task, model_id)
                 self._last_enqueued[(task, model_id)] = clock
+        self.sweep_callbacks()
         return plan
+
+    def sweep_callbacks(self) -> None:
+        """Deliver the due rows of the callback outbox from here as well: a lost enqueue, a worker killed
+        with a delivery in flight, or pool processes all busy with long jobs delay a callback by one pass
+        at most."""
+        try:
+            deliver_due(self.engine(), self.settings, budget_s=self.interval_s)
+        except Exception:
+            log.exception("reaper: delivering due callbacks failed; next pass retries")
 
     def _loop(self) -> None:
         while True:

@@ -12,22 +12,20 @@ from fastapi import Depends, FastAPI, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from core.callbacks import track_status_changes
+from core.callbacks import notify_after_commit
 from core.db.session import get_engine, get_read_engine
 from core.settings import Settings
 from core.tasks import Enqueue
 
 
 def open_session(app: FastAPI, *, autocommit: bool = False) -> Session:
-    """A session on the app's database whose committed status changes of deletion requests are handed
-    to the app's `notify` (their callbacks, sent in the background). No connection is taken until the
-    first statement. `autocommit`: every statement commits by itself (a read of one statement needs no
-    BEGIN nor ROLLBACK round trip)."""
+    """A session on the app's database whose commits that owed callbacks (outbox rows) tell the app's
+    `notify` (which enqueues their delivery). No connection is taken until the first statement.
+    `autocommit`: every statement commits by itself (a read of one statement needs no BEGIN nor ROLLBACK
+    round trip)."""
     url = app.state.settings.database_url
     session = Session(bind=get_read_engine(url) if autocommit else get_engine(url), expire_on_commit=False)
-    notify = getattr(app.state, "notify", None)
-    if notify is not None:
-        track_status_changes(session, notify)
+    notify_after_commit(session, getattr(app.state, "notify", None))
     return session
 
 

@@ -6,7 +6,6 @@ the API adds this section when it serves the page: `audit_page_with_verification
 """
 
 from html import escape
-from pathlib import Path
 
 from core.settings import Settings
 from core.signing import keyring_for
@@ -51,9 +50,8 @@ def with_verification_section(page: str, *, request_id: str, kid: str, base_url:
     return page[:end] + section + page[end:] if end >= 0 else page + section
 
 
-def audit_page_with_verification(path: Path, settings: Settings, request_id: str, base_url: str) -> str:
-    """The stored HTML audit report of `request_id`, with the offline verification of its certificate."""
+def audit_page_with_verification(page: str, settings: Settings, request_id: str, base_url: str) -> str:
+    """The stored HTML audit report of `request_id` (`page`), with the offline verification of its
+    certificate."""
     kid = keyring_for(settings).active_kid
-    return with_verification_section(
-        path.read_text(encoding="utf-8"), request_id=request_id, kid=kid, base_url=base_url
-    )
+    return with_verification_section(page, request_id=request_id, kid=kid, base_url=base_url)

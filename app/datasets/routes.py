@@ -12,10 +12,15 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 @router.post("", status_code=201, response_model=DatasetOut)
 def create_dataset(
-    body: DatasetCreate, session: SessionDep, principal: ModelsWrite, response: Response
+    body: DatasetCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: ModelsWrite,
+    response: Response,
 ) -> DatasetOut:
-    """Register a dataset and bulk-load its sample table (ids, labels, splits)."""
-    dataset = service.register_dataset(session, body, actor=principal.key_id)
+    """Register a dataset and bulk-load its sample table (ids, labels, splits). Its uri must lie inside the
+    service's dataset roots (a local folder or an s3:// prefix; `UNLEARN_DATASET_ROOTS`)."""
+    dataset = service.register_dataset(session, body, settings, actor=principal.key_id)
     session.commit()
     response.headers["Location"] = f"/v1/datasets/{dataset.id}"
     return service.to_out(dataset)

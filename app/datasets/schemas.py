@@ -12,7 +12,13 @@ class DatasetCreate(StrictModel):
     format: Literal[FORMAT_NAMES] = Field(  # type: ignore[valid-type]
         description="A registered dataset format (`unlearning.data.formats.FORMATS`)."
     )
-    uri: Text | None = Field(default=None, min_length=1, max_length=1000)
+    uri: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="An absolute local path, `file://` or `s3://bucket/key` URI inside the service's dataset "
+        "roots (`UNLEARN_DATASET_ROOTS`); none for `digits`.",
+    )
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="The format's loader options (seed, fractions, ...); unknown ones are refused.",
@@ -24,6 +30,9 @@ class DatasetOut(BaseModel):
     name: str
     format: str
     uri: str | None
+    content_sha256: str | None = Field(
+        default=None, description="sha256 of an s3:// dataset's objects, recorded when it was registered."
+    )
     options: dict[str, Any]
     num_classes: int
     class_names: list[str]

@@ -1,4 +1,9 @@
-"""Register a dataset by cataloguing its samples (no image decoding), list and browse it."""
+"""Register a dataset by cataloguing its samples (no image decoding), list and browse it.
+
+A dataset's uri must lie inside the configured dataset roots (`core.storage.roots`): anything else is
+refused before it is read, with a message that says nothing about what exists there. An s3:// dataset is
+copied to this host's cache and catalogued there; the sha256 of its objects is recorded so that every
+worker can check the copy it fetches."""
 
 from datetime import datetime
 
@@ -11,6 +16,10 @@ from app.listing import get_or_404, keyset_page
 from app.schemas import Page
 from core.db.audit import AuditEventType, append_audit_event
 from core.db.models import Dataset, Sample, Split, new_id
+from core.settings import Settings
+from core.storage import s3_options
+from core.storage.datasets import source_for_registration
+from core.storage.mirror import DatasetUnavailable
 from unlearning.catalog import CatalogError, list_samples
 
 INSERT_BATCH = 5000
@@ -20,7 +29,9 @@ def to_out(dataset: Dataset) -> DatasetOut:
     return DatasetOut.model_validate(dataset, from_attributes=True)
 
 
-def register_dataset(session: Session, body: DatasetCreate, *, actor: str | None) -> Dataset:
+def register_dataset(
+    session: Session, body: DatasetCreate, settings: Settings, *, actor: str | None
+) -> Dataset:
     if session.execute(select(Dataset.id).where(Dataset.name == body.name)).first() is not None:
         raise ProblemError(
             409,
@@ -29,14 +40,27 @@ def register_dataset(session: Session, body: DatasetCreate, *, actor: str | None
             errors=[error_item("name", "already taken", value=body.name)],
         )
     try:
-        catalog = list_samples(body.format, body.uri, body.options)
+        source = source_for_registration(
+            body.format,
+            body.uri,
+            roots=settings.dataset_roots,
+            s3=s3_options(settings),
+            cache_root=settings.cache_root,
+        )
     except CatalogError as error:
         raise invalid(error.field, str(error)) from None
+    except DatasetUnavailable as error:
+        raise ProblemError(503, str(error), slug="storage-unavailable") from None
+    try:
+        catalog = list_samples(body.format, source.local, body.options)
+    except CatalogError as error:
+        raise invalid(error.field, source.public(str(error))) from None
     dataset = Dataset(
         id=new_id("ds"),
         name=body.name,
         format=body.format,
         uri=body.uri,
+        content_sha256=source.content_sha256,
         options=body.options,
         num_classes=catalog.num_classes,
         class_names=catalog.class_names,

@@ -10,6 +10,7 @@ same key with the same body replays them (the resources as they are now); anothe
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,11 +49,15 @@ def check_size(settings: Settings, items: list[Any]) -> None:
         )
 
 
-def _parse(index: int, item: Any) -> DeletionRequestCreate | ProblemError:
+def _parse(item: Any, refused_targets: Mapping[str, ProblemError]) -> DeletionRequestCreate | ProblemError:
+    """The item, or its problem (a callback URL whose target was refused: `app.deletion.targets`)."""
     try:
-        return DeletionRequestCreate.model_validate(item)
+        body = DeletionRequestCreate.model_validate(item)
     except ValidationError as error:
         return problem_from_validation(error)
+    if body.callback_url is not None and str(body.callback_url) in refused_targets:
+        return refused_targets[str(body.callback_url)]
+    return body
 
 
 def _problem_document(index: int, problem: ProblemError) -> dict[str, Any]:
@@ -137,13 +142,15 @@ def create_batch(
     idempotency_key: str | None,
     digest: str,
     actor: str | None,
+    refused_targets: Mapping[str, ProblemError] | None = None,
 ) -> BatchOutcome:
     """Check and store the items (the caller commits, enqueues and, on IntegrityError, rolls back and
     calls again: a concurrent writer took an id or the key first)."""
     earlier = replay(session, idempotency_key, digest)
     if earlier is not None:
         return BatchOutcome(earlier, [])
-    outcomes = check_items(session, settings, [_parse(index, item) for index, item in enumerate(items)])
+    refused = refused_targets or {}
+    outcomes = check_items(session, settings, [_parse(item, refused) for item in items])
     accepted = [outcome for outcome in outcomes if isinstance(outcome, Accepted)]
     for outcome in accepted:
         outcome.actor = actor

@@ -3,8 +3,8 @@ without a thread or a connection, for the group commit that stores it with its n
 (`app.deletion.group_commit`); a batch and a GET do their database work in one threadpool call each."""
 
 import asyncio
+import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Body, FastAPI, Header, Query, Request, Response
@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import SessionDep, SettingsDep, open_session, page_limit
 from app.auth import AuditRead, RequestsRead, RequestsWrite
 from app.certificates.offline import audit_page_with_verification
-from app.deletion import batch, service
+from app.deletion import batch, service, targets
 from app.deletion.group_commit import commit_with_retry
 from app.deletion.schemas import (
     AuditReportOut,
@@ -27,10 +27,13 @@ from app.deletion.schemas import (
 from app.errors import ProblemError, not_found
 from app.schemas import Cursor, Limit, Page
 from core.db.models import RequestStatus
+from core.observability.logs import bind
 from core.settings import Settings
+from core.storage import ObjectMissing, artifact_store
 from core.tasks import PROCESS_MODEL_TASK
 
 router = APIRouter(prefix="/v1/deletion-requests", tags=["deletion requests"])
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -63,8 +66,11 @@ async def create_deletion_request(
 ) -> Response:
     """Accept a deletion request (202 + Location); same Idempotency-Key and body replays it (200)."""
     key = service.check_idempotency_key(idempotency_key)
+    await targets.check_callback_url(request.app.state.settings, body.callback_url)
     submitted = request.app.state.group_commit.submit(service.NewRequest(body, key, principal.key_id))
     row, created = await asyncio.wrap_future(submitted)
+    bind(request_id=row.id, model_id=row.model_id)  # every later line of this HTTP request names it
+    log.info("deletion request %s", "accepted" if created else "replayed", extra={"status": row.status})
     return _resource(row, 202 if created else 200, request.app.state.settings)
 
 
@@ -72,6 +78,11 @@ def _write_batch(app: FastAPI, write: Callable[[Session], batch.BatchOutcome]) -
     """In a worker thread: the batch in one transaction (checked again after a lost race), then each
     model enqueued once."""
     outcome = commit_with_retry(lambda: open_session(app), write)
+    for row in outcome.created:
+        log.info(
+            "deletion request accepted (batch)",
+            extra={"request_id": row.id, "model_id": row.model_id, "status": row.status},
+        )
     for model_id in dict.fromkeys(row.model_id for row in outcome.created):
         app.state.enqueue(PROCESS_MODEL_TASK, model_id)
     return outcome.answer
@@ -99,10 +110,17 @@ async def create_deletion_batch(
     settings = request.app.state.settings
     batch.check_size(settings, body.requests)
     digest = batch.batch_hash(body.requests)
+    refused = await targets.refused_targets(settings, targets.batch_urls(body.requests))
 
     def write(session: Session) -> batch.BatchOutcome:
         return batch.create_batch(
-            session, settings, body.requests, idempotency_key=key, digest=digest, actor=principal.key_id
+            session,
+            settings,
+            body.requests,
+            idempotency_key=key,
+            digest=digest,
+            actor=principal.key_id,
+            refused_targets=refused,
         )
 
     answer = await run_in_threadpool(_write_batch, request.app, write)
@@ -194,9 +212,14 @@ def get_audit_report(request_id: str, session: SessionDep, _: AuditRead) -> Audi
 def get_audit_report_html(
     request_id: str, request: Request, session: SessionDep, settings: SettingsDep, _: AuditRead
 ) -> Response:
-    """The audit report as a page, with the key id of the certificate and how to verify it offline."""
-    path = service.audit_html_path(session, request_id)
+    """The audit report as a page (read from the artifact store), with the key id of the certificate and how
+    to verify it offline."""
+    url = service.audit_html_path(session, request_id)
     session.rollback()
-    if not Path(path).is_file():
-        raise ProblemError(410, f"the HTML audit report of {request_id} is no longer available", slug="gone")
-    return HTMLResponse(audit_page_with_verification(Path(path), settings, request_id, str(request.base_url)))
+    try:
+        page = artifact_store(settings).read_bytes(url).decode("utf-8")
+    except ObjectMissing:
+        raise ProblemError(
+            410, f"the HTML audit report of {request_id} is no longer available", slug="gone"
+        ) from None
+    return HTMLResponse(audit_page_with_verification(page, settings, request_id, str(request.base_url)))

@@ -68,8 +68,18 @@ class ModelChecker:
         threading.Thread(target=start, name="model-check-warm-up", daemon=True).start()
 
     def close(self) -> None:
-        with self._lock:
+        """Stop the child. A start-up or check in progress is cut short (its child killed: the waiting
+        thread reads the end of its output and gives up), not waited for: an API stopping during the
+        warm-up must not wait for torch's import."""
+        if not self._lock.acquire(blocking=False):
+            process = self._process
+            if process is not None:
+                process.kill()
+            self._lock.acquire()
+        try:
             self._stop()
+        finally:
+            self._lock.release()
 
     def _ensure_started(self) -> None:
         path = self._import_path()

@@ -1,10 +1,9 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -18,6 +17,8 @@ from app.model_registry.schemas import ModelOut, ModelTrainCreate, ModelVersionO
 from app.model_registry.upload import receive_upload
 from app.schemas import Cursor, Limit, Page
 from core.db.models import Model, ModelStatus, ModelVersion
+from core.settings import Settings
+from core.storage import artifact_store
 from core.tasks import TRAIN_BASE_MODEL_TASK
 
 
@@ -66,7 +67,7 @@ async def train_model(
         body = ModelTrainCreate.model_validate_json(await request.body())
     except ValidationError as error:
         raise problem_from_validation(error) from None
-    model = await run_in_threadpool(service.request_training, session, body, actor=principal.key_id)
+    model = await run_in_threadpool(service.request_training, session, body, settings, actor=principal.key_id)
     await run_in_threadpool(session.commit)
     await run_in_threadpool(enqueue, TRAIN_BASE_MODEL_TASK, model.id)
     return _created(model, 202)
@@ -156,38 +157,66 @@ def _etag_matches(if_none_match: str, etag: str) -> bool:
 CHECKPOINT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/octet-stream": {}}, "description": "The safetensors file."},
     304: {"description": "Not modified (If-None-Match matched the ETag)."},
+    307: {"description": "Download it from the presigned URL in Location (UNLEARN_PRESIGN_DOWNLOADS_S)."},
     410: {"description": "The version was retired: it still holds samples a later version forgot."},
 }
 
 
-def _serve_checkpoint(version: ModelVersion, request: Request, session: Session) -> Response:
-    """Stream the checkpoint of a live version; `ETag` is the quoted sha256 of the file."""
+def _serve_checkpoint(
+    version: ModelVersion, request: Request, session: Session, settings: Settings
+) -> Response:
+    """The checkpoint of a live version, streamed from the artifact store (or a 307 to a presigned URL of
+    it); `ETag` is the quoted sha256 of the file. A stream whose bytes turn out not to have that sha256 is
+    cut short of its Content-Length, so a client never takes an altered file for a complete one."""
     service.refuse_retired(version)
-    version_id, path, etag = version.id, version.checkpoint_uri, f'"{version.sha256}"'
+    version_id, url, etag = version.id, version.checkpoint_uri, f'"{version.sha256}"'
+    sha256, size_bytes = version.sha256, version.size_bytes
     session.rollback()  # end the read transaction before streaming
     if _etag_matches(request.headers.get("if-none-match", ""), etag):
         return Response(status_code=304, headers={"ETag": etag})
-    if not Path(path).is_file():
+    store = artifact_store(settings)
+    try:
+        size = store.size(url)
+    except Exception as error:  # the store is unreachable (network, credentials): not the client's fault
+        raise ProblemError(
+            503, f"the artifact store could not be read: {type(error).__name__}", slug="storage-unavailable"
+        ) from None
+    if size is None:
         raise ProblemError(
             410, f"the checkpoint file of version {version_id} is no longer available", slug="gone"
         )
-    return FileResponse(
-        path,
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
+    presigned = store.presign(url, settings.presign_downloads_s)
+    if presigned is not None:
+        return RedirectResponse(presigned, status_code=307, headers={**headers, "Cache-Control": "no-store"})
+    return StreamingResponse(
+        store.verified_stream(url, sha256=sha256, size_bytes=size_bytes),
         media_type="application/octet-stream",
-        filename=f"{version_id}.safetensors",
-        headers={"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"},
+        headers={
+            **headers,
+            "Content-Length": str(size_bytes),
+            "Content-Disposition": f'attachment; filename="{version_id}.safetensors"',
+        },
     )
 
 
 @router.get(
-    "/v1/model-versions/{version_id}/checkpoint", response_class=FileResponse, responses=CHECKPOINT_RESPONSES
+    "/v1/model-versions/{version_id}/checkpoint",
+    response_class=StreamingResponse,
+    responses=CHECKPOINT_RESPONSES,
 )
-def download_checkpoint(version_id: str, request: Request, session: SessionDep, _: ModelsRead) -> Response:
+def download_checkpoint(
+    version_id: str, request: Request, session: SessionDep, settings: SettingsDep, _: ModelsRead
+) -> Response:
     """The version's safetensors checkpoint; 410 once the version is retired."""
-    return _serve_checkpoint(service.get_version(session, version_id), request, session)
+    return _serve_checkpoint(service.get_version(session, version_id), request, session, settings)
 
 
-@router.get("/v1/models/{model_id}/checkpoint", response_class=FileResponse, responses=CHECKPOINT_RESPONSES)
-def download_head_checkpoint(model_id: str, request: Request, session: SessionDep, _: ModelsRead) -> Response:
+@router.get(
+    "/v1/models/{model_id}/checkpoint", response_class=StreamingResponse, responses=CHECKPOINT_RESPONSES
+)
+def download_head_checkpoint(
+    model_id: str, request: Request, session: SessionDep, settings: SettingsDep, _: ModelsRead
+) -> Response:
     """The checkpoint of the model's current head version."""
-    return _serve_checkpoint(service.head_version(session, model_id), request, session)
+    return _serve_checkpoint(service.head_version(session, model_id), request, session, settings)

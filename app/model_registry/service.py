@@ -5,11 +5,12 @@ safetensors, not a pickle; the spec fields agree with the file's own spec and th
 then the model check in a child process (`app.model_registry.checker`, running
 `unlearning.upload_check`): the spec resolved against the dataset, a strict load, one forward pass on real
 images. A plain state_dict is stored with the resolved spec added to its metadata (tensor names and bytes
-untouched); a checkpoint this service wrote is stored byte for byte.
+untouched); a checkpoint this service wrote is stored byte for byte. Either goes into the artifact store
+(`core.storage`), its sha256 computed on the way.
 """
 
 import hashlib
-import os
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +30,9 @@ from core import lifecycle
 from core.db.audit import AuditEventType
 from core.db.models import Model, ModelStatus, ModelVersion, new_id
 from core.settings import Settings
+from core.storage import StoredObject, artifact_store, s3_options
+from core.storage.datasets import DatasetSource, local_source
+from core.storage.mirror import DatasetChanged, DatasetUnavailable
 from models.checkpoint_header import (
     FORMAT_KEY,
     FORMAT_VALUE,
@@ -39,6 +43,8 @@ from models.checkpoint_header import (
     write_with_metadata,
 )
 from models.spec import BUILTIN_ARCHITECTURES, ModelSpec
+
+log = logging.getLogger(__name__)
 
 UPLOAD_SHA256_KEY = "upload_sha256"
 """Metadata key of a stored upload: the sha256 of the file as the user sent it."""
@@ -52,7 +58,9 @@ def version_out(version: ModelVersion) -> ModelVersionOut:
     return ModelVersionOut.model_validate(version)
 
 
-def request_training(session: Session, body: ModelTrainCreate, *, actor: str | None) -> Model:
+def request_training(
+    session: Session, body: ModelTrainCreate, settings: Settings, *, actor: str | None
+) -> Model:
     """A `training` model plus a queued `train` job; the caller commits and enqueues.
 
     An architecture other than the built-ins is checked first (it must build for the dataset's images and
@@ -62,7 +70,7 @@ def request_training(session: Session, body: ModelTrainCreate, *, actor: str | N
         declared = {"architecture": body.architecture}
         if body.width is not None:
             declared["width"] = body.width
-        model_check(dataset, declared=declared)
+        model_check(dataset, settings, declared=declared)
     model = Model(
         id=new_id("mdl"),
         name=body.name,
@@ -105,17 +113,30 @@ class DatasetRef:
     uri: str | None
     options: dict[str, Any]
     num_classes: int
+    content_sha256: str | None = None
 
     @classmethod
     def read(cls, session: Session, dataset_id: str) -> "DatasetRef":
         row = get_dataset(session, dataset_id, field="dataset_id", where="body")
-        ref = cls(row.id, row.format, row.uri, dict(row.options or {}), row.num_classes)
+        ref = cls(row.id, row.format, row.uri, dict(row.options or {}), row.num_classes, row.content_sha256)
         session.rollback()  # end the read transaction before the (seconds-long) check
         return ref
+
+    def source(self, settings: Settings) -> DatasetSource:
+        """Where the model check reads the dataset on this host (an s3:// one: the API's local copy)."""
+        try:
+            return local_source(
+                self.uri, self.content_sha256, s3=s3_options(settings), cache_root=settings.cache_root
+            )
+        except DatasetChanged as error:
+            raise invalid("dataset_id", str(error), value=self.id) from None
+        except DatasetUnavailable as error:
+            raise ProblemError(503, str(error), slug="storage-unavailable") from None
 
 
 def model_check(
     dataset: DatasetRef,
+    settings: Settings,
     *,
     declared: dict[str, Any],
     file_spec: ModelSpec | None = None,
@@ -123,11 +144,12 @@ def model_check(
 ) -> ModelSpec:
     """The spec the model-check process resolves and verifies (see `unlearning.upload_check`); a 422
     naming the field at fault when it refuses."""
+    source = dataset.source(settings)
     request = {
         "dataset": {
             "id": dataset.id,
             "format": dataset.format,
-            "uri": dataset.uri,
+            "uri": source.local,
             "options": dataset.options,
         },
         "declared": declared,
@@ -144,7 +166,7 @@ def model_check(
         return ModelSpec.model_validate(answer["spec"])
     if answer.get("internal"):
         raise RuntimeError(f"the model check failed: {answer.get('message')}")
-    message = str(answer.get("message"))
+    message = source.public(str(answer.get("message")))
     if checkpoint is not None:
         message = message.replace(checkpoint.name, "the uploaded file")
     raise invalid(str(answer.get("field") or "checkpoint"), message, value=answer.get("value"))
@@ -162,12 +184,14 @@ def _declared_conflicts(declared: dict[str, Any], file_spec: ModelSpec) -> None:
 def register_upload(
     session: Session, settings: Settings, upload: ReceivedUpload, *, actor: str | None
 ) -> Model:
-    """Validate the uploaded file, move it into the artifact store and record model + v1.
+    """Validate the uploaded file, copy it into the artifact store and record model + v1.
 
-    The caller commits; on any error the temporary file is removed and nothing is written.
+    The caller commits; on any error the temporary file is removed and nothing is written (an object
+    already stored is deleted again).
     """
     temp_path = upload.temp_path
-    final_path: Path | None = None
+    stored: StoredObject | None = None
+    store = artifact_store(settings)
     try:
         dataset = DatasetRef.read(session, upload.dataset_id)
         try:
@@ -198,7 +222,9 @@ def register_upload(
                 value=declared["num_classes"],
             )
         if file_spec is None or settings.verify_uploaded_weights:
-            spec = model_check(dataset, declared=declared, file_spec=file_spec, checkpoint=temp_path)
+            spec = model_check(
+                dataset, settings, declared=declared, file_spec=file_spec, checkpoint=temp_path
+            )
         else:
             spec = file_spec
         upload_sha256, upload_size = file_sha256(temp_path)
@@ -206,8 +232,7 @@ def register_upload(
             id=new_id("mdl"), name=upload.name, architecture=spec.architecture, dataset_id=dataset.id
         )
         version_id = new_id("ver")
-        final_path = settings.artifacts / "models" / model.id / f"{version_id}.safetensors"
-        final_path.parent.mkdir(parents=True, exist_ok=True)
+        key = f"models/{model.id}/{version_id}.safetensors"
         if file_spec is None:
             metadata = {
                 **{
@@ -221,11 +246,12 @@ def register_upload(
                 "method": "upload",
                 UPLOAD_SHA256_KEY: upload_sha256,
             }
-            write_with_metadata(temp_path, final_path, metadata)
-            temp_path.unlink(missing_ok=True)
+            with store.staged(".safetensors") as staged:
+                write_with_metadata(temp_path, staged, metadata)
+                stored = store.put_file(key, staged)
         else:
-            os.replace(temp_path, final_path)
-        sha256, size_bytes = file_sha256(final_path)
+            stored = store.put_file(key, temp_path)
+        temp_path.unlink(missing_ok=True)
         lifecycle.model_created(
             session,
             model,
@@ -242,9 +268,9 @@ def register_upload(
         lifecycle.version_created(
             session,
             model,
-            checkpoint_uri=str(final_path),
-            sha256=sha256,
-            size_bytes=size_bytes,
+            checkpoint_uri=stored.url,
+            sha256=stored.sha256,
+            size_bytes=stored.size_bytes,
             method="upload",
             params={
                 "spec": spec.model_dump(),
@@ -260,8 +286,11 @@ def register_upload(
         return model
     except BaseException:
         temp_path.unlink(missing_ok=True)
-        if final_path is not None:
-            final_path.unlink(missing_ok=True)
+        if stored is not None:
+            try:
+                store.delete(stored.url)
+            except Exception:
+                log.exception("could not remove %s after a failed upload", stored.url)
         raise
 
 

@@ -1,5 +1,6 @@
 """Receiving a checkpoint upload: the form's text fields validated (`ModelUploadForm`), the file's size cap
-enforced while streaming it to a temporary file."""
+enforced while streaming it to a temporary file in this host's staging folder (it enters the artifact
+store once checked: `service.register_upload`)."""
 
 import os
 import tempfile
@@ -15,6 +16,7 @@ from app.errors import ProblemError, error_item, invalid, problem_from_validatio
 from app.model_registry.schemas import UPLOAD_TEXT_FIELDS, ModelUploadForm
 from app.schemas import storable_text
 from core.settings import Settings
+from core.storage.store import STAGING_FOLDER
 
 CHUNK_BYTES = 1 << 20
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -52,7 +54,7 @@ def _text_field(form_value: object, field: str, max_length: int) -> str:
 
 
 async def receive_upload(request: Request, settings: Settings) -> ReceivedUpload:
-    """Parse the multipart form and copy the `checkpoint` file under artifacts/tmp (removed on error)."""
+    """Parse the multipart form and copy the `checkpoint` file into staging (removed on error)."""
     declared = request.headers.get("content-length")
     if (
         declared is not None
@@ -73,7 +75,7 @@ async def receive_upload(request: Request, settings: Settings) -> ReceivedUpload
         upload = form.get("checkpoint")
         if not isinstance(upload, UploadFile):
             raise invalid("checkpoint", "required form field (a file part holding a safetensors checkpoint)")
-        temp_dir = settings.artifacts / "tmp"
+        temp_dir = settings.cache_root / STAGING_FOLDER
         temp_dir.mkdir(parents=True, exist_ok=True)
         descriptor, temp_name = tempfile.mkstemp(prefix="upload-", suffix=".safetensors", dir=temp_dir)
         temp_path = Path(temp_name)

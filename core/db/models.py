@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
     text,
@@ -135,6 +136,8 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     format: Mapped[str] = mapped_column(String(16))
     uri: Mapped[str | None] = mapped_column(String(1000))
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
+    """Of an s3:// dataset's objects, recorded at registration (core.storage.mirror); None for local ones."""
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     num_classes: Mapped[int] = mapped_column(Integer)
     class_names: Mapped[list[Any]] = mapped_column(default=list)
@@ -367,6 +370,41 @@ class DeletionBatch(Base):
     api_key_id: Mapped[str | None] = mapped_column(String(40))
     results: Mapped[list[Any]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeliveryStatus(StrEnum):
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"
+
+
+class CallbackDelivery(Base):
+    """One status-change callback owed to a request's `callback_url`: the outbox of `core.callbacks`.
+
+    Written in the transaction that changes the request's status (none when it rolls back), delivered at
+    least once by the workers, always with the same `delivery_id` (the `X-Unlearn-Delivery` header), and
+    in `id` order per request. `body` is the exact JSON sent (the resource when the status changed);
+    `next_attempt_at` is when a worker may try (again), also set ahead while an attempt is in flight."""
+
+    __tablename__ = "callback_outbox"
+    __table_args__ = (
+        Index("ix_callback_outbox_status_due", "status", "next_attempt_at"),
+        Index("ix_callback_outbox_request_order", "request_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntegerPK, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(String(40), unique=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("deletion_requests.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(2000))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.pending)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
 
 
 class AuditCheckpoint(Base):

@@ -1,5 +1,6 @@
-"""What a job reads and writes besides the database: the dataset, the parent checkpoint (checked against
-its sha256), its own checkpoint files (keyed by job and attempt), and the records of the sets it used."""
+"""What a job reads and writes besides the database: the dataset (an s3:// one through this host's local
+copy), the parent checkpoint (fetched from the artifact store and checked against its sha256), its own
+checkpoint objects (keyed by job and attempt), and the records of the sets it used."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.jobs.claim import JobClaim
 from core.jobs.retry import PermanentJobError
+from core.storage import ArtifactStore, ObjectAltered, ObjectMissing, StoredObject
 
 if TYPE_CHECKING:
     from models.base import Classifier
@@ -31,49 +32,75 @@ def torch_threads() -> int:
     return int(torch.get_num_threads())
 
 
-def load_dataset_for(claim: JobClaim) -> Dataset:
+def load_dataset_for(claim: JobClaim, store: ArtifactStore) -> Dataset:
+    """The claim's dataset, decoded; an s3:// one from this host's copy, checked against the content sha256
+    recorded when it was registered."""
+    from core.storage.datasets import local_source
+    from core.storage.mirror import DatasetChanged
+    from unlearning.data.listing import CatalogError
     from unlearning.pipeline import load_dataset
 
+    dataset = claim.dataset
     try:
-        return load_dataset(claim.dataset.format, claim.dataset.uri, **claim.dataset.options)
+        source = local_source(dataset.uri, dataset.content_sha256, s3=store.s3, cache_root=store.staging_root)
+    except (DatasetChanged, CatalogError) as error:
+        raise PermanentJobError(f"cannot load dataset {dataset.id}: {error}") from error
+    try:
+        return load_dataset(dataset.format, source.local, **dataset.options)
     except (FileNotFoundError, ValueError, TypeError) as error:
-        raise PermanentJobError(f"cannot load dataset {claim.dataset.id}: {error}") from error
+        raise PermanentJobError(f"cannot load dataset {dataset.id}: {source.public(str(error))}") from error
 
 
-def load_parent(claim: JobClaim) -> Classifier:
-    """The head version's model, after checking the file is the one the version row describes."""
-    from models.checkpoint import file_sha256, load_checkpoint
+def load_parent(claim: JobClaim, store: ArtifactStore) -> Classifier:
+    """The head version's model, from a local copy of its checkpoint checked against the version's sha256
+    (a download is removed once loaded)."""
+    from models.checkpoint import load_checkpoint
 
-    assert claim.parent_checkpoint_uri is not None
-    path = Path(claim.parent_checkpoint_uri)
-    if not path.exists():
-        raise PermanentJobError(f"checkpoint of version {claim.parent_version_id} is missing: {path}")
-    actual = file_sha256(path).sha256
-    if actual != claim.parent_sha256:
-        raise PermanentJobError(
-            f"checkpoint of version {claim.parent_version_id} was altered: "
-            f"sha256 {actual} != {claim.parent_sha256}"
+    assert claim.parent_checkpoint_uri is not None and claim.parent_sha256 is not None
+    version = claim.parent_version_id
+    try:
+        with store.local_copy(claim.parent_checkpoint_uri, sha256=claim.parent_sha256) as path:
+            return load_checkpoint(path).model
+    except ObjectMissing as error:
+        raise PermanentJobError(f"checkpoint of version {version} is missing: {error}") from None
+    except ObjectAltered as error:
+        raise PermanentJobError(f"checkpoint of version {version} was altered: {error}") from None
+
+
+def checkpoint_key(claim: JobClaim, attempt: int | None = None) -> str:
+    """Keyed by job id and attempt: a taken-over attempt can never overwrite the object of another."""
+    number = claim.attempt if attempt is None else attempt
+    return f"models/{claim.model_id}/{claim.job_id}-a{number}.safetensors"
+
+
+def store_checkpoint(
+    store: ArtifactStore, claim: JobClaim, model: Classifier, metadata: dict[str, str]
+) -> StoredObject:
+    """Save the model's checkpoint into the store (through a local staging file, removed afterwards)."""
+    from models.checkpoint import save_checkpoint
+
+    with store.staged(".safetensors") as staged:
+        saved = save_checkpoint(model, staged, metadata=metadata)
+        stored = store.put_file(checkpoint_key(claim), staged)
+    if stored.sha256 != saved.sha256:
+        store.delete(stored.url)
+        raise RuntimeError(
+            f"the checkpoint changed on its way to the store: {stored.sha256} != {saved.sha256}"
         )
-    return load_checkpoint(path).model
+    return stored
 
 
-def checkpoint_path(artifacts: Path, claim: JobClaim) -> Path:
-    """Keyed by job id and attempt: a taken-over attempt can never overwrite the file of another."""
-    return artifacts / "models" / claim.model_id / f"{claim.job_id}-a{claim.attempt}.safetensors"
-
-
-def discard_earlier_attempts(artifacts: Path, claim: JobClaim) -> list[Path]:
-    """Remove this job's checkpoints (and temp files) from earlier attempts; call after this attempt's
-    version is written. A worker killed after saving (while auditing) leaves its file behind, and once
-    the job has its version no row can ever point at another attempt's file."""
-    folder = checkpoint_path(artifacts, claim).parent
-    removed: list[Path] = []
+def discard_earlier_attempts(store: ArtifactStore, claim: JobClaim) -> list[str]:
+    """Remove this job's checkpoints (and partial writes) from earlier attempts; call after this attempt's
+    version is written. A worker killed after saving (while auditing) leaves its object behind, and once
+    the job has its version no row can ever point at another attempt's object. Returns those removed."""
+    removed: list[str] = []
     for attempt in range(1, claim.attempt):
-        name = f"{claim.job_id}-a{attempt}.safetensors"
-        for path in [folder / name, *folder.glob(f".{name}.*.tmp")]:
-            if path.exists():
-                path.unlink(missing_ok=True)
-                removed.append(path)
+        url = store.url_for(checkpoint_key(claim, attempt))
+        existed = store.size(url) is not None
+        store.delete(url)
+        if existed:
+            removed.append(url)
     return removed
 
 

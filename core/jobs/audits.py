@@ -11,12 +11,12 @@ set of predictions and plots, not one per request.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.jobs.artifacts import split_record, torch_threads
 from core.jobs.claim import JobClaim
 from core.jobs.runtime import JobRuntime
+from core.storage import ArtifactStore
 
 if TYPE_CHECKING:
     from unlearning.audit import AuditProbs, AuditReport, AuditResult
@@ -66,7 +66,7 @@ class RequestAudits:
         self.claim, self.runtime, self.dataset, self.splits = claim, runtime, dataset, splits
         self.device = device
         self.html_pages: dict[str, str] = {}
-        """request id -> its HTML audit page, for the reports `reports` rendered."""
+        """request id -> the store URL of its HTML audit page, for the reports `reports` rendered."""
         runtime.progress(0.8, "auditing")
         self.probs = probs
         self.rows = request_rows(claim, splits)
@@ -83,16 +83,16 @@ class RequestAudits:
     def reports(
         self,
         provenance: dict[str, Any],
-        pages_dir: Path | None = None,
+        store: ArtifactStore | None = None,
         sections: dict[str, dict[str, Any]] | None = None,
     ) -> dict[str, dict[str, Any]]:
         """The JSON report of each request (with its `sections`, e.g. the acceptance ladder, in its
-        provenance); with `pages_dir`, also its HTML page there."""
+        provenance); with `store`, also its HTML page there (`reports/<model id>/...`)."""
         from unlearning.audit import AuditReport
         from unlearning.types import Cancelled
 
         claim = self.claim
-        plots = self._job_plots() if pages_dir is not None else None
+        plots = self._job_plots() if store is not None else None
         reports: dict[str, dict[str, Any]] = {}
         for index, request in enumerate(claim.requests):
             if self.runtime.should_stop():
@@ -118,10 +118,11 @@ class RequestAudits:
                 provenance=record,
             )
             reports[request.id] = report.to_dict()
-            if pages_dir is not None:
-                page = pages_dir / f"{request.id}-{claim.job_id}-a{claim.attempt}.html"
-                if write_audit_page(report, page, self.dataset.class_names, plots):
-                    self.html_pages[request.id] = str(page)
+            if store is not None:
+                key = f"reports/{claim.model_id}/{request.id}-{claim.job_id}-a{claim.attempt}.html"
+                url = write_audit_page(report, store, key, self.dataset.class_names, plots)
+                if url is not None:
+                    self.html_pages[request.id] = url
         return reports
 
     def _job_plots(self) -> str | None:
@@ -148,18 +149,17 @@ class RequestAudits:
         return section
 
 
-def write_audit_page(report: AuditReport, path: Path, class_names: list[str], plots: str | None) -> bool:
-    """Render the report's HTML page to `path`. False (logged) when it cannot: the page is a view of the
-    JSON report, which stays the record, so a plotting failure must not fail the job."""
+def write_audit_page(
+    report: AuditReport, store: ArtifactStore, key: str, class_names: list[str], plots: str | None
+) -> str | None:
+    """Render the report's HTML page into the store at `key`; its URL, or None (logged) when it cannot be
+    rendered: the page is a view of the JSON report, which stays the record, so a plotting failure must
+    not fail the job. A store that cannot be written fails the job like the checkpoint would."""
     from unlearning.audit.html import render_html
 
     try:
         page = render_html(report, class_names=class_names, plots=plots)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(page, encoding="utf-8")
-        partial.replace(path)
     except Exception:
-        log.exception("could not write the HTML audit page %s", path)
-        return False
-    return True
+        log.exception("could not render the HTML audit page %s", key)
+        return None
+    return store.put_bytes(key, page.encode("utf-8")).url

@@ -79,6 +79,8 @@ class DatasetRef:
     uri: str | None
     options: dict[str, Any]
     num_classes: int
+    content_sha256: str | None = None
+    """Of an s3:// dataset's objects, recorded at registration (see `core.storage.mirror`)."""
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,12 @@ def _dataset_ref(session: Session, dataset_id: str) -> DatasetRef:
     if dataset is None:
         raise LookupError(f"dataset {dataset_id!r} of the model does not exist")
     return DatasetRef(
-        dataset.id, dataset.format, dataset.uri, dict(dataset.options or {}), dataset.num_classes
+        dataset.id,
+        dataset.format,
+        dataset.uri,
+        dict(dataset.options or {}),
+        dataset.num_classes,
+        dataset.content_sha256,
     )
 
 

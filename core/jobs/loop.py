@@ -19,14 +19,13 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from core.callbacks import Notify, deliver_in_background, write_session
+from core.callbacks import Notify, write_session
 from core.db import JobKind, utcnow
 from core.jobs.artifacts import discard_earlier_attempts
 from core.jobs.claim import ClaimOutcome, ClaimPolicy, JobClaim
@@ -36,8 +35,11 @@ from core.jobs.purge import purge_derived_copies, purge_due_checkpoints
 from core.jobs.retry import is_permanent, retry_backoff_s
 from core.jobs.runtime import JobRuntime
 from core.jobs.strategies import STRATEGIES, JobStrategy, Runner
+from core.observability.logs import bound
+from core.observability.metrics import record_job
 from core.problems import problem
 from core.settings import Settings, get_settings
+from core.storage import ArtifactStore, artifact_store
 from core.tasks import Enqueue
 from unlearning.data.cache import cache_policy
 
@@ -54,6 +56,8 @@ class JobOutcome:
     job_id: str
     outcome: str  # succeeded | cancelled | retry | failed | lost | duplicate
     version_id: str | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+    """Seconds per stage of a succeeded run, as the job recorded them (`metrics.timings_s`)."""
 
 
 def worker_identity() -> str:
@@ -82,11 +86,12 @@ def run_jobs(
     settings: Settings | None = None,
     worker_id: str | None = None,
     runner: Runner | None = None,
-    notify: Notify | None = deliver_in_background,
+    notify: Notify | None = None,
 ) -> list[JobOutcome]:
     """Claim and run the model's `kind` jobs until none is left (or another worker holds one).
 
-    `runner` replaces the kind's run (tests); `enqueue` schedules retries and follow-ups."""
+    `runner` replaces the kind's run (tests); `enqueue` schedules retries and follow-ups; `notify` is told
+    after a commit that owes callbacks (the worker enqueues their delivery)."""
     strategy = STRATEGIES[kind]
     settings = settings or get_settings()
     worker_id = worker_id or worker_identity()
@@ -99,7 +104,7 @@ def run_jobs(
             if claimed.retry_in_s is not None:
                 enqueue(strategy.task_name, model_id, claimed.retry_in_s)
             break
-        outcome = _run_claim(strategy, claimed.claim, settings, runner or strategy.run, enqueue, notify)
+        outcome = _run_bound(strategy, claimed.claim, settings, runner or strategy.run, enqueue, notify)
         outcomes.append(outcome)
         if outcome.outcome in ("retry", "lost"):
             break  # a retry runs after its backoff; a lost claim belongs to another worker now
@@ -122,6 +127,31 @@ def _write(settings: Settings, notify: Notify | None, write: Callable[[Session],
             delay_s = min(delay_s * 2, 5.0)
 
 
+def _run_bound(
+    strategy: JobStrategy,
+    claim: JobClaim,
+    settings: Settings,
+    runner: Runner,
+    enqueue: Enqueue,
+    notify: Notify | None,
+) -> JobOutcome:
+    """`_run_claim` with the job's ids on every log line (the requests' too: `grep req_...` finds the job)
+    and its outcome and durations in the worker's metrics."""
+    with bound(
+        job_id=claim.job_id,
+        model_id=claim.model_id,
+        attempt=claim.attempt,
+        request_ids=claim.request_ids or None,
+    ):
+        log.info("job claimed", extra={"job_kind": claim.kind, "method": claim.method or None})
+        started = time.monotonic()
+        outcome = _run_claim(strategy, claim, settings, runner, enqueue, notify)
+        elapsed_s = time.monotonic() - started
+        record_job(claim.kind, claim.method or claim.kind, outcome.outcome, elapsed_s, outcome.timings_s)
+        log.info("job finished: %s", outcome.outcome, extra={"version_id": outcome.version_id})
+        return outcome
+
+
 def _run_claim(
     strategy: JobStrategy,
     claim: JobClaim,
@@ -132,8 +162,9 @@ def _run_claim(
 ) -> JobOutcome:
     from unlearning.types import Cancelled
 
-    log.info("job %s (%s, attempt %d) on model %s", claim.job_id, claim.kind, claim.attempt, claim.model_id)
-    checkpoint: Path | None = None
+    log.info("job %s started (%s, attempt %d)", claim.job_id, claim.kind, claim.attempt)
+    checkpoint: str | None = None
+    store = artifact_store(settings)
     runtime = JobRuntime(
         claim, database_url=settings.database_url, heartbeat_interval_s=settings.heartbeat_interval_s
     )
@@ -142,8 +173,8 @@ def _run_claim(
             # Heartbeats while the computation runs (stopped before the final write); no image-derived
             # file is stored on disk meanwhile, so no copy of erased data outlives the job.
             with runtime, cache_policy(settings.cache_root, persist=False):
-                result = runner(claim, runtime, settings.artifacts)
-            checkpoint = Path(result.checkpoint_uri)
+                result = runner(claim, runtime, store)
+            checkpoint = result.checkpoint_uri
             if runtime.lost.is_set():
                 raise LostClaim(f"job {claim.job_id}: heartbeat lost before the results were written")
             if runtime.should_stop(force=True):
@@ -151,28 +182,29 @@ def _run_claim(
             version_id = _write(
                 settings, notify, lambda session: strategy.commit(session, claim, result, utcnow(), settings)
             )
-            log.info("job %s: version %s written", claim.job_id, version_id)
-            _discard_earlier_attempts(settings.artifacts, claim)
+            log.info("job %s committed: version %s written", claim.job_id, version_id)
+            _discard_earlier_attempts(store, claim)
             _follow_up(strategy, claim, version_id, settings, enqueue)
-            return JobOutcome(claim.job_id, "succeeded", version_id)
+            timings = result.metrics.get("timings_s") if isinstance(result.metrics, dict) else None
+            return JobOutcome(claim.job_id, "succeeded", version_id, dict(timings or {}))
         except Cancelled:
             if runtime.lost.is_set():
                 raise LostClaim(f"job {claim.job_id}: claim lost while running") from None
-            _discard(checkpoint)
+            _discard(store, checkpoint)
             cancelled = _write(settings, notify, lambda session: commit_cancelled(session, claim, utcnow()))
             log.info("job %s: cancelled requests %s", claim.job_id, cancelled)
             return JobOutcome(claim.job_id, "cancelled")
     except LostClaim as lost:
-        _discard(checkpoint)
+        _discard(store, checkpoint)
         log.warning("%s", lost)
         return JobOutcome(claim.job_id, "lost")
     except IntegrityError:
         # model_versions.job_id is unique: another delivery already wrote this job's version.
-        _discard(checkpoint)
+        _discard(store, checkpoint)
         log.warning("job %s: a version for this job already exists (duplicate delivery)", claim.job_id)
         return JobOutcome(claim.job_id, "duplicate")
     except Exception as error:
-        _discard(checkpoint)
+        _discard(store, checkpoint)
         return _record_failure(strategy, claim, settings, error, enqueue, notify)
 
 
@@ -234,7 +266,9 @@ def _follow_up(
     by itself)."""
     try:
         if strategy.purges:
-            purge_due_checkpoints(settings.database_url, utcnow(), actor=claim.worker_id)
+            purge_due_checkpoints(
+                settings.database_url, artifact_store(settings), utcnow(), actor=claim.worker_id
+            )
             purge_derived_copies(
                 settings.database_url,
                 settings.cache_root,
@@ -250,15 +284,21 @@ def _follow_up(
         log.exception("job %s: could not schedule the follow-up of model %s", claim.job_id, claim.model_id)
 
 
-def _discard(path: Path | None) -> None:
-    if path is not None:
-        path.unlink(missing_ok=True)
+def _discard(store: ArtifactStore, url: str | None) -> None:
+    """Remove an attempt's checkpoint that no row will point at; a store that cannot be reached only logs
+    (the error being handled is the one to record)."""
+    if url is None:
+        return
+    try:
+        store.delete(url)
+    except Exception:
+        log.exception("could not remove %s", url)
 
 
-def _discard_earlier_attempts(artifacts: Path, claim: JobClaim) -> None:
+def _discard_earlier_attempts(store: ArtifactStore, claim: JobClaim) -> None:
     """Housekeeping after the version is committed: a failure here must not turn success into a retry."""
     try:
-        for path in discard_earlier_attempts(artifacts, claim):
-            log.info("job %s: removed %s of an earlier attempt", claim.job_id, path.name)
-    except OSError:
+        for url in discard_earlier_attempts(store, claim):
+            log.info("job %s: removed %s of an earlier attempt", claim.job_id, url)
+    except Exception:
         log.exception("job %s: could not remove earlier attempts' checkpoints", claim.job_id)

@@ -1,6 +1,7 @@
 """Purging retired versions' checkpoints once their grace period is over.
 
-The file goes first, then the row is marked purged with its audit event: a process killed in between
+The object goes first (deleted through the artifact store, wherever it is), then the row is marked purged
+with its audit event: a process killed in between
 leaves a row whose file is already gone, and the next pass (the job loop after each success, the reaper
 on every pass) marks it. A retired version is never served in the meantime, whatever its file's state.
 """
@@ -15,12 +16,13 @@ from sqlalchemy import select
 
 from core import lifecycle
 from core.db import AuditEventType, ModelVersion, append_audit_event, session_scope
+from core.storage import ArtifactStore
 from unlearning.data.cache import purge_derived
 
 log = logging.getLogger(__name__)
 
 
-def purge_due_checkpoints(database_url: str, now: datetime, *, actor: str) -> list[str]:
+def purge_due_checkpoints(database_url: str, store: ArtifactStore, now: datetime, *, actor: str) -> list[str]:
     """Delete the checkpoint of every retired version whose purge is due; returns their ids."""
     with session_scope(database_url, readonly=True) as session:
         due = session.execute(
@@ -30,7 +32,7 @@ def purge_due_checkpoints(database_url: str, now: datetime, *, actor: str) -> li
         ).all()
     purged: list[str] = []
     for version_id, checkpoint_uri in due:
-        Path(checkpoint_uri).unlink(missing_ok=True)
+        store.delete(checkpoint_uri)
         with session_scope(database_url) as session:
             version = session.get(ModelVersion, version_id, with_for_update=True)
             if version is None or version.purged_at is not None:

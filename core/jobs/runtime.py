@@ -7,6 +7,7 @@ progress update and per throttled cancellation check.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -40,8 +41,12 @@ class JobRuntime:
         self.clock = clock
         self.lost = threading.Event()
         self._stopped = threading.Event()
+        # Run in a copy of the creator's context: the heartbeat's log lines carry the job's ids.
         self._thread = threading.Thread(
-            target=self._heartbeat_loop, name=f"heartbeat-{claim.job_id}", daemon=True
+            target=contextvars.copy_context().run,
+            args=(self._heartbeat_loop,),
+            name=f"heartbeat-{claim.job_id}",
+            daemon=True,
         )
         self._last_write = 0.0
         self._last_stage = ""

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import select
@@ -19,6 +18,7 @@ from core.jobs.runtime import JobRuntime
 from core.jobs.train import run_train
 from core.jobs.unlearn import run_unlearn
 from core.settings import Settings
+from core.storage import ArtifactStore
 from core.tasks import PROCESS_MODEL_TASK, TRAIN_BASE_MODEL_TASK
 
 
@@ -33,8 +33,8 @@ class JobResult(Protocol):
     def checkpoint_uri(self) -> str: ...
 
 
-Runner = Callable[[JobClaim, JobRuntime, Path], Any]
-"""run(claim, runtime, artifact dir) -> the kind's result (a `JobResult`); raises `Cancelled` on a stop.
+Runner = Callable[[JobClaim, JobRuntime, ArtifactStore], Any]
+"""run(claim, runtime, artifact store) -> the kind's result (a `JobResult`); raises `Cancelled` on a stop.
 It imports torch when called, not when imported."""
 
 

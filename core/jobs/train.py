@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from core.jobs.artifacts import checkpoint_path, load_dataset_for, torch_threads
+from core.jobs.artifacts import load_dataset_for, store_checkpoint, torch_threads
 from core.jobs.claim import JobClaim
 from core.jobs.commit import TrainResult
 from core.jobs.retry import PermanentJobError
 from core.jobs.runtime import JobRuntime
+from core.storage import ArtifactStore
 
 if TYPE_CHECKING:
     from models.spec import Architecture
 
 
-def run_train(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> TrainResult:
+def run_train(claim: JobClaim, runtime: JobRuntime, store: ArtifactStore) -> TrainResult:
     """Train the base model per `models.train_params`.
 
     `train_params` is what the API stores: `{"recipe": {TrainRecipe fields}, "width": int | None}`.
     """
     from pydantic import ValidationError
 
-    from models.checkpoint import save_checkpoint
     from unlearning.pipeline import train_base_model
     from unlearning.training import TrainRecipe, accuracy
 
@@ -37,7 +36,7 @@ def run_train(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> TrainRes
     except (ValidationError, ValueError) as error:
         raise PermanentJobError(f"train_params {claim.train_params}: {error}") from error
     runtime.progress(0.0, "loading data")
-    dataset = load_dataset_for(claim)
+    dataset = load_dataset_for(claim, store)
     started = time.perf_counter()
     model = train_base_model(
         dataset,
@@ -57,15 +56,11 @@ def run_train(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> TrainRes
         "seconds": seconds,
         "torch_threads": torch_threads(),
     }
-    path = checkpoint_path(artifacts, claim)
-    saved = save_checkpoint(
-        model,
-        path,
-        metadata={
-            "model_id": claim.model_id,
-            "job_id": claim.job_id,
-            "dataset_id": claim.dataset.id,
-            "method": "train",
-        },
-    )
-    return TrainResult(str(path), saved.sha256, saved.size_bytes, metrics)
+    metadata = {
+        "model_id": claim.model_id,
+        "job_id": claim.job_id,
+        "dataset_id": claim.dataset.id,
+        "method": "train",
+    }
+    saved = store_checkpoint(store, claim, model, metadata)
+    return TrainResult(saved.url, saved.sha256, saved.size_bytes, metrics)

@@ -3,19 +3,18 @@ audit every request it serves. Returns what `core.jobs.commit.commit_unlearn_suc
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.db import new_id
 from core.jobs.acceptance import Climb, climb, rungs_for
 from core.jobs.artifacts import (
     Stopwatch,
-    checkpoint_path,
     code_version,
     load_dataset_for,
     load_parent,
     split_record,
     splits_for,
+    store_checkpoint,
 )
 from core.jobs.audits import RequestAudits, request_rows
 from core.jobs.claim import JobClaim
@@ -23,16 +22,16 @@ from core.jobs.commit import UnlearnResult
 from core.jobs.retry import PermanentJobError
 from core.jobs.runtime import JobRuntime
 from core.request_params import split_reference
+from core.storage import ArtifactStore, StoredObject
 
 if TYPE_CHECKING:
     from models.base import Classifier
-    from models.checkpoint import CheckpointInfo
     from unlearning.audit import AuditProbs
     from unlearning.data import UnlearningSplits
     from unlearning.methods.base import MethodConfig
 
 
-def run_unlearn(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> UnlearnResult:
+def run_unlearn(claim: JobClaim, runtime: JobRuntime, store: ArtifactStore) -> UnlearnResult:
     """Unlearn the job's forget set from the head version, save the checkpoint, audit every request.
 
     Returns the result for `commit_unlearn_success`, including the id the new version will get (the
@@ -47,8 +46,8 @@ def run_unlearn(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> Unlear
     reference, config = _parse(claim)
     clock = Stopwatch()
     runtime.progress(0.0, "loading data")
-    dataset = load_dataset_for(claim)
-    parent = load_parent(claim)
+    dataset = load_dataset_for(claim, store)
+    parent = load_parent(claim, store)
     if claim.forget_class is None and not claim.forget_ids:
         raise PermanentJobError("every sample ID of the job is already forgotten")
     splits = splits_for(dataset, claim, forget_ids=claim.forget_ids, excluded=claim.tombstones)
@@ -73,10 +72,10 @@ def run_unlearn(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> Unlear
 
     runtime.progress(method_end, "saving checkpoint")
     version_id = new_id("ver")
-    path, saved = _save(climbed, claim, version_id, artifacts)
+    saved = _save(climbed, claim, version_id, store)
     clock.lap("save")
     audits: RequestAudits | None = None
-    try:  # the checkpoint file exists from here on: remove it (and any page) if anything below fails or stops
+    try:  # the checkpoint exists from here on: remove it (and any page) if anything below fails or stops
         probs = {"before": model_probs(parent, splits, device=device), "after": climbed.probs}
         if reference == "retrain":
             probs["reference"] = (
@@ -103,12 +102,12 @@ def run_unlearn(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> Unlear
             "timings_s": clock.seconds,
         }
         sections = {request_id: {"acceptance": climbed.section(request_id)} for request_id in rows}
-        reports = audits.reports(provenance, artifacts / "reports" / claim.model_id, sections)
+        reports = audits.reports(provenance, store, sections)
         clock.lap("audit")
     except BaseException:
-        path.unlink(missing_ok=True)
+        store.delete(saved.url)
         for page in audits.html_pages.values() if audits is not None else ():
-            Path(page).unlink(missing_ok=True)
+            store.delete(page)
         raise
 
     runtime.progress(0.99, "writing results")
@@ -121,7 +120,7 @@ def run_unlearn(claim: JobClaim, runtime: JobRuntime, artifacts: Path) -> Unlear
         "request_ids": claim.request_ids,
     }
     return UnlearnResult(
-        checkpoint_uri=str(path),
+        checkpoint_uri=saved.url,
         sha256=saved.sha256,
         size_bytes=saved.size_bytes,
         metrics=metrics,
@@ -150,10 +149,7 @@ def _parse(claim: JobClaim) -> tuple[str | None, MethodConfig]:
         raise PermanentJobError(f"method {claim.method!r} with params {claim.params}: {error}") from error
 
 
-def _save(climbed: Climb, claim: JobClaim, version_id: str, artifacts: Path) -> tuple[Path, CheckpointInfo]:
-    from models.checkpoint import save_checkpoint
-
-    path = checkpoint_path(artifacts, claim)
+def _save(climbed: Climb, claim: JobClaim, version_id: str, store: ArtifactStore) -> StoredObject:
     metadata = {
         "model_id": claim.model_id,
         "version_id": version_id,
@@ -162,7 +158,7 @@ def _save(climbed: Climb, claim: JobClaim, version_id: str, artifacts: Path) -> 
         "method": climbed.rung.method,
         "dataset_id": claim.dataset.id,
     }
-    return path, save_checkpoint(climbed.model, path, metadata=metadata)
+    return store_checkpoint(store, claim, climbed.model, metadata)
 
 
 def _reference(runtime: JobRuntime, parent: Classifier, splits: UnlearningSplits, device: Any) -> AuditProbs:

@@ -4,8 +4,9 @@ Each entity has a table of allowed transitions (`REQUEST_TRANSITIONS`, `JOB_TRAN
 `MODEL_TRANSITIONS`; `None` is "does not exist yet") and one function per transition. A function checks
 the move against the table (`IllegalTransition` otherwise), then sets the status together with what
 goes with it (stage, progress, timestamps, links to jobs and versions) and appends the audit event, all
-in the caller's transaction. Nothing else assigns a status: a new outcome is a row in a table and a
-function here.
+in the caller's transaction; a request's status change also owes its callback (`core.callbacks`: the
+outbox row is written when that transaction commits). Nothing else assigns a status: a new outcome is a
+row in a table and a function here.
 """
 
 from core.lifecycle.jobs import (

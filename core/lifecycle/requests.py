@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from core.callbacks import owe_callback
 from core.db.audit import AuditEventType, append_audit_event
 from core.db.models import (
     DeletionRequest,
@@ -29,8 +30,11 @@ from core.lifecycle.tables import (
 
 def _request_to(request: DeletionRequest, target: RequestStatus, stage: str) -> None:
     check(REQUEST_TRANSITIONS, "deletion request", request.id, request.status, target)
+    changed = request.status != target
     request.status = target
     request.stage = stage_text(stage)
+    if changed:
+        owe_callback(request)
 
 
 def _event(
@@ -68,6 +72,7 @@ def request_received(
     check(REQUEST_TRANSITIONS, "deletion request", request.id, request.status, Q)
     request.status, request.progress, request.received_at = Q, 0.0, received_at
     session.add(request)
+    owe_callback(request)
     session.flush()
     _event(session, request, AuditEventType.request_received, actor, data=data)
     return request

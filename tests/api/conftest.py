@@ -20,6 +20,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from core.storage import local_path
+
 DATABASE_ENV = "UNLEARN_TEST_DATABASE_URL"
 TEST_SECRET = "test-server-secret-0123456789abcdef0123456789"
 
@@ -102,14 +104,15 @@ def db(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(db: str, tmp_path: Path) -> Any:
+def settings(db: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     from core.settings import Settings
 
     return Settings(
         env="test",
         var_dir=tmp_path / "var",
         database_url=db,
-        artifact_dir=tmp_path / "artifacts",
+        artifact_url=(tmp_path / "artifacts").as_uri(),
+        dataset_roots=[str(tmp_path_factory.getbasetemp())],
         broker_url="redis://127.0.0.1:1/0",
         server_secret=TEST_SECRET,
         verify_uploaded_weights=False,
@@ -216,7 +219,7 @@ def ready_model(client: TestClient, settings: Any, digits_dataset: dict[str, Any
         )
         session.add(model)
         session.flush()
-        path = settings.artifacts / "models" / model.id / "v1.safetensors"
+        path = local_path(settings.artifact_url) / "models" / model.id / "v1.safetensors"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(payload)
         sha = hashlib.sha256(payload).hexdigest()

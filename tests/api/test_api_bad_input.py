@@ -21,6 +21,8 @@ from api_helpers import DIGITS_SPEC, assert_problem
 from safetensors.numpy import save_file
 from sqlalchemy import inspect, select, text
 
+from core.storage import local_path
+
 REUSED_KEY = "reused-key-1"
 
 
@@ -354,12 +356,12 @@ def test_bad_input_is_a_4xx_problem_naming_the_field_and_writes_nothing(
         settings.max_upload_bytes,
     )
 
-    before = snapshot(db, settings.artifacts, enqueued)
+    before = snapshot(db, local_path(settings.artifact_url), enqueued)
     for name, send, status, field in all_cases():
         response = send(context)
         assert response.status_code == status, (name, response.text)
         body = assert_problem(response, status, field)
-        assert snapshot(db, settings.artifacts, enqueued) == before, name
+        assert snapshot(db, local_path(settings.artifact_url), enqueued) == before, name
         named = sorted({item["field"] for item in body.get("errors", [])})
         assert not any("[" in item or item.endswith((".int", ".str")) for item in named), (name, named)
         print(f"OUTCOME bad-input | {name} | {response.status_code} | {', '.join(named)} | nothing written")

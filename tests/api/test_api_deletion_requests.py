@@ -284,7 +284,11 @@ def test_dau_on_the_condensed_retain_set_is_accepted_and_stored(client, admin, r
     assert row.method == "dau" and row.params == params
 
 
-def test_request_rows_hold_what_the_worker_needs(client, admin, ready_model, db) -> None:
+def test_request_rows_hold_what_the_worker_needs(client, admin, ready_model, db, monkeypatch) -> None:
+    import socket
+
+    public = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 443))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: public)  # the hook's host is public
     body = {
         "model_id": ready_model.model_id,
         "sample_ids": _ids(ready_model, 0, 2),

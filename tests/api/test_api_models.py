@@ -10,9 +10,11 @@ import pytest
 from api_helpers import DIGITS_SPEC, assert_problem, count_rows
 from safetensors.numpy import save_file
 
+from core.storage import local_path
+
 
 def artifact_files(settings) -> list[str]:
-    root = settings.artifacts
+    root = local_path(settings.artifact_url)
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
@@ -204,7 +206,7 @@ def test_a_retired_version_answers_410_naming_its_successor(client, admin, ready
     from core.db import Model, session_scope, utcnow
 
     payload = b"the successor's weights"
-    path = settings.artifacts / "models" / ready_model.model_id / "v2.safetensors"
+    path = local_path(settings.artifact_url) / "models" / ready_model.model_id / "v2.safetensors"
     path.write_bytes(payload)
     with session_scope(settings.database_url) as session:
         model = session.get(Model, ready_model.model_id)

@@ -28,6 +28,8 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from core.storage import local_path
+
 USER_MEAN, USER_STD = [0.45, 0.42, 0.4], [0.22, 0.2, 0.21]
 """The normalisation the user trained with (their own, not the dataset's)."""
 FAST_DAU: dict[str, Any] = {
@@ -112,7 +114,7 @@ def users_fields(architecture: str) -> dict[str, str]:
 
 
 def artifact_files(settings: Any) -> list[str]:
-    root = settings.artifacts
+    root = local_path(settings.artifact_url)
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
@@ -169,7 +171,7 @@ def test_a_model_trained_elsewhere_forgets_samples_then_a_class_and_loads_back_s
     users = users_module(architecture)
     users.load_state_dict(state, strict=True)  # the user's own module, strictly
     assert any(not torch.equal(state[k], v) for k, v in load_safetensors(payload).items())
-    path = settings.artifacts / "head.safetensors"
+    path = local_path(settings.artifact_url) / "head.safetensors"
     path.write_bytes(head.content)
     with safe_open(str(path), framework="pt") as handle:
         assert json.loads(handle.metadata()["spec"]) == spec, "the service's files carry the spec"

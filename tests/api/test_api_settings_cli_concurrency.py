@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from core.db import append_audit_event, session_scope, verify_audit_chain
 from core.settings import Settings
+from core.storage import local_path
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +29,7 @@ def test_settings_fill_paths_from_var_dir(tmp_path) -> None:
     settings = Settings(var_dir=tmp_path / "v")
     assert settings.database_url == f"sqlite:///{tmp_path / 'v' / 'unlearn.db'}"
     assert settings.broker_url == f"redis+socket://{tmp_path / 'v' / 'redis.sock'}"
-    assert settings.artifacts == tmp_path / "v" / "artifacts"
+    assert local_path(settings.artifact_url) == tmp_path / "v" / "artifacts"
 
 
 def test_settings_read_the_environment(monkeypatch, tmp_path) -> None:
@@ -56,6 +57,15 @@ def test_settings_read_the_environment(monkeypatch, tmp_path) -> None:
             },
             "UNLEARN_SIGNING_KEYS_DIR",
         ),
+        (
+            {
+                "server_secret": "x" * 40,
+                "database_url": "postgresql+psycopg://u@db/u",
+                "signing_key_id": "k1",
+                "signing_keys_dir": "/keys",
+            },
+            "UNLEARN_DATASET_ROOTS",
+        ),
     ],
 )
 def test_production_refuses_unsafe_values(overrides, message, tmp_path) -> None:
@@ -68,6 +78,7 @@ def test_production_refuses_unsafe_values(overrides, message, tmp_path) -> None:
         database_url="postgresql+psycopg://u@db/unlearn",
         signing_keys_dir=tmp_path / "keys",
         signing_key_id="k1",
+        dataset_roots=[str(tmp_path / "datasets")],
     )
 
 

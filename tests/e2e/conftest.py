@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ FAST_ENV = {
     "UNLEARN_HEARTBEAT_STALE_S": "10",
     "UNLEARN_RETRY_AFTER_S": "1",
     "UNLEARN_SERVER_SECRET": CALLBACK_SECRET,
+    "UNLEARN_CALLBACK_ALLOW_NETWORKS": "127.0.0.1/32",  # the tests' callback receivers listen on loopback
 }
 
 
@@ -112,6 +114,34 @@ def embedded_stack_with(tmp_path: Path) -> Iterator[Any]:
 def embedded_stack(tmp_path: Path) -> Iterator[Any]:
     with ExitStack() as cleanup:
         yield start_stack("embedded", tmp_path, cleanup)
+
+
+@dataclass(frozen=True)
+class SharedServices:
+    """What hosts that share nothing else share: a database, a broker (and a queue on it)."""
+
+    database_url: str
+    broker_url: str
+    queue_name: str
+    env: dict[str, str]
+    """FAST_ENV: the settings every e2e process gets."""
+
+
+@pytest.fixture
+def shared_services(tmp_path: Path) -> Iterator[SharedServices]:
+    """The services backend (a throw-away PostgreSQL database, the CI Redis on its e2e db, a unique queue)
+    for a stack split across hosts (tests/e2e/test_multi_host.py); skips without them unless required."""
+    redis_base = os.environ.get(services.REDIS_ENV)
+    if not redis_base:
+        services.unavailable(f"{services.REDIS_ENV} is not set (the services variant runs in CI)")
+    assert redis_base is not None
+    broker_url = services.redis_url_with_db(redis_base, E2E_REDIS_DB)
+    services.check_redis(broker_url)
+    queue_name = f"e2e-{uuid.uuid4().hex[:10]}"
+    with ExitStack() as cleanup:
+        database_url = cleanup.enter_context(services.database_url_for("postgresql", str(tmp_path)))
+        cleanup.callback(_drop_queue_keys, broker_url, queue_name)
+        yield SharedServices(database_url, broker_url, queue_name, dict(FAST_ENV))
 
 
 def _drop_queue_keys(broker_url: str, queue_name: str) -> None:

@@ -55,15 +55,19 @@ def test_sigkill_mid_job_is_recovered_exactly_once(embedded_stack: Any) -> None:
     assert [event["event"] for event in events].count("version.created") == 2  # training + this job
     assert ok(client.get("/v1/audit-log/verify"), 200)["ok"] is True
 
+    # The parent still holds the forgotten samples: retired at the commit, never served again, its file
+    # purged by the worker right after that commit (the request reads `succeeded` in between).
+    parent_id = next(version for version in versions if version["number"] == 1)["id"]
+    deadline = time.monotonic() + 60
+    while (parent := ok(client.get(f"/v1/model-versions/{parent_id}"), 200))["state"] != "purged":
+        assert parent["state"] == "retired" and time.monotonic() < deadline, parent
+        time.sleep(0.2)
+    assert parent["retired_by"] == new["id"]
+
     # The killed attempt left no checkpoint behind; the survivor's is the version's.
     artifacts = embedded_stack.var_dir / "artifacts" / "models" / model["id"]
     attempt_files = sorted(path.name for path in artifacts.glob(f"{new['job_id']}-a*.safetensors"))
     assert attempt_files == [f"{new['job_id']}-a2.safetensors"]
-
-    # The parent still holds the forgotten samples: retired, never served again, its file purged.
-    parent = next(version for version in versions if version["number"] == 1)
-    parent = ok(client.get(f"/v1/model-versions/{parent['id']}"), 200)
-    assert parent["state"] == "purged" and parent["retired_by"] == new["id"]
     gone = client.get(f"/v1/model-versions/{parent['id']}/checkpoint")
     assert gone.status_code == 410 and new["id"] in gone.json()["detail"]
     assert not any(artifacts.glob(f"*{parent['job_id']}*")), "the retired version's file is purged"

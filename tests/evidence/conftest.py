@@ -9,6 +9,8 @@ import pytest
 from evidence_helpers import Succeeded, succeed_request, synthetic_report
 from load_by_path import TESTS, load_module
 
+from core.storage import local_path
+
 _api = load_module("unlearn_api_fixtures", TESTS / "api" / "conftest.py")
 
 database_url = _api.database_url
@@ -33,4 +35,6 @@ def succeeded(client: Any, admin: dict[str, str], ready_model: Any, settings: An
     response = client.post("/v1/deletion-requests", json=body, headers=admin)
     assert response.status_code == 202, response.text
     report = synthetic_report().to_dict()
-    return succeed_request(settings.database_url, settings.artifacts, response.json()["id"], report)
+    return succeed_request(
+        settings.database_url, local_path(settings.artifact_url), response.json()["id"], report
+    )

@@ -1,5 +1,8 @@
-"""Callbacks against a real HTTP receiver on 127.0.0.1: signed over the exact bytes, retried with backoff
-on 5xx and connection errors, never raising when the receiver is down or refuses."""
+"""Callbacks through the outbox, against real HTTP receivers on 127.0.0.1: the API writes one row per
+status change in the transaction of the change, the deliverer (`deliver_due`, what the worker task and
+the reaper run) POSTs it signed over the exact bytes, retries with backoff under the same delivery id,
+keeps each request's order, and checks the target again at delivery, connecting to the checked address.
+"""
 
 from __future__ import annotations
 
@@ -11,21 +14,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from core.callbacks import (
-    DELIVERY_HEADER,
-    SIGNATURE_HEADER,
-    deliver_callback,
-    flush_callbacks,
-    notify_requests,
-    sign_body,
-    verify_signature,
-)
+from core.callbacks import DELIVERY_HEADER, SIGNATURE_HEADER, deliver_due, sign_body, verify_signature
+from core.db import DeletionRequest, session_scope
+from core.db.models import CallbackDelivery
+from core.db.session import get_engine
+from core.netguard import parse_networks
 
 SECRET = "callback-secret-0123456789abcdef0123456789"
-RESOURCE = {"id": "req_1", "status": "succeeded", "progress": 1.0, "external_ref": "ticket-ü"}
+LOOPBACK = parse_networks("127.0.0.1/32")
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Receiver:
     fail_status: int = 503
     final_status: int = 204
     delay_s: float = 0.0
+    location: str | None = None
     received: list[Received] = field(default_factory=list)
     url: str = ""
 
@@ -59,6 +61,8 @@ def running_receiver(state: Receiver, port: int = 0) -> Iterator[Receiver]:
                 time.sleep(state.delay_s)
             status = state.fail_status if len(state.received) <= state.failures else state.final_status
             self.send_response(status)
+            if state.location:
+                self.send_header("Location", state.location)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -83,50 +87,98 @@ def receiver() -> Iterator[Receiver]:
         yield state
 
 
-def test_signed_delivery_succeeds_after_retries_with_growing_backoff(receiver: Receiver) -> None:
-    receiver.failures = 2
-    outcome = deliver_callback(receiver.url, RESOURCE, SECRET, attempts=5, backoff_s=0.1)
-    assert (
-        outcome.delivered and outcome.attempts == 3 and outcome.status_code == 204 and outcome.error is None
+@pytest.fixture
+def settings(settings: Any) -> Any:
+    """The API tests' settings with loopback receivers allowed and quick retries."""
+    return settings.model_copy(
+        update={
+            "callback_allow_networks": LOOPBACK,
+            "callback_attempts": 4,
+            "callback_backoff_s": 0.1,
+            "callback_timeout_s": 2.0,
+        }
     )
+
+
+def _post(client: Any, admin: dict[str, str], ready_model: Any, url: str, **extra: Any) -> dict[str, Any]:
+    body = {"model_id": ready_model.model_id, "sample_ids": ready_model.train_ids[:3], "callback_url": url}
+    response = client.post("/v1/deletion-requests", json={**body, **extra}, headers=admin)
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+def _rows(settings: Any, request_id: str) -> list[CallbackDelivery]:
+    with session_scope(settings.database_url, readonly=True) as session:
+        query = select(CallbackDelivery).where(CallbackDelivery.request_id == request_id)
+        return list(session.execute(query.order_by(CallbackDelivery.id)).scalars())
+
+
+def _drain(settings: Any, request_id: str, timeout_s: float = 30.0) -> list[CallbackDelivery]:
+    """Run the deliverer until every row of the request is delivered or failed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        deliver_due(get_engine(settings.database_url), settings)
+        rows = _rows(settings, request_id)
+        if all(row.status != "pending" for row in rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.02)
+
+
+def test_a_delivery_is_retried_with_growing_backoff_under_one_delivery_id(
+    client, keys, admin, ready_model, settings, receiver: Receiver
+) -> None:
+    receiver.failures = 2
+    created = _post(client, admin, ready_model, receiver.url, external_ref="ticket-ü")
+    (row,) = _drain(settings, created["id"])
+    assert (row.status, row.attempts, row.last_status_code, row.last_error) == ("delivered", 3, 204, None)
     assert len(receiver.received) == 3
     first_gap = receiver.received[1].at - receiver.received[0].at
     second_gap = receiver.received[2].at - receiver.received[1].at
     assert first_gap >= 0.1 and second_gap >= 0.2  # 0.1 s, then doubled
-    bodies = {r.body for r in receiver.received}
-    assert len(bodies) == 1
-    body = bodies.pop()
-    assert json.loads(body) == RESOURCE
+    assert {got.body for got in receiver.received} == {row.body.encode()}
+    body = receiver.received[0].body
+    assert json.loads(body) == created  # the resource the API answered when it accepted the request
     for got in receiver.received:
         assert got.headers["Content-Type"] == "application/json"
-        assert got.headers[DELIVERY_HEADER] == outcome.delivery_id  # retries carry the same delivery id
-        assert verify_signature(got.body, got.headers[SIGNATURE_HEADER], SECRET)
+        assert got.headers[DELIVERY_HEADER] == row.delivery_id  # every retry carries the same id
+        assert verify_signature(got.body, got.headers[SIGNATURE_HEADER], settings.server_secret)
     header = receiver.received[0].headers[SIGNATURE_HEADER]
-    assert header == sign_body(body, SECRET) and header.startswith("sha256=") and len(header) == 7 + 64
-    assert not verify_signature(body, header, "another-secret")
-    assert not verify_signature(body.replace(b"succeeded", b"failed"), header, SECRET)
+    assert header == sign_body(body, settings.server_secret) and len(header) == 7 + 64
+    assert not verify_signature(body, header, SECRET)
+    assert not verify_signature(body.replace(b"queued", b"failed"), header, settings.server_secret)
     assert not verify_signature(body, None, SECRET) and not verify_signature(body, header[7:], SECRET)
     assert not verify_signature(body, "sha256=" + "é" * 64, SECRET)  # an untrusted header never raises
 
 
-def test_persistent_5xx_gives_up_after_the_attempts_without_raising(receiver: Receiver) -> None:
+def test_persistent_5xx_fails_after_the_attempts(client, admin, ready_model, settings, receiver) -> None:
     receiver.failures, receiver.fail_status = 100, 500
-    outcome = deliver_callback(receiver.url, RESOURCE, SECRET, attempts=3, backoff_s=0.01)
-    assert not outcome.delivered and outcome.attempts == 3 and outcome.status_code == 500
-    assert "500" in (outcome.error or "") and len(receiver.received) == 3
+    created = _post(client, admin, ready_model, receiver.url)
+    (row,) = _drain(settings, created["id"])
+    assert (row.status, row.attempts, row.last_status_code) == ("failed", 4, 500)
+    assert "500" in (row.last_error or "") and len(receiver.received) == 4
+    assert deliver_due(get_engine(settings.database_url), settings).delivered == 0  # nothing left to try
 
 
-def test_a_4xx_refusal_is_not_retried(receiver: Receiver) -> None:
+def test_a_4xx_or_a_redirect_is_final(client, admin, ready_model, settings, receiver) -> None:
     receiver.failures, receiver.fail_status = 100, 410
-    outcome = deliver_callback(receiver.url, RESOURCE, SECRET, attempts=4, backoff_s=0.01)
-    assert not outcome.delivered and outcome.attempts == 1 and outcome.status_code == 410
-    assert len(receiver.received) == 1
+    refused = _post(client, admin, ready_model, receiver.url)
+    (row,) = _drain(settings, refused["id"])
+    assert (row.status, row.attempts, row.last_status_code) == ("failed", 1, 410)
+    with running_receiver(Receiver()) as elsewhere, running_receiver(Receiver()) as redirecting:
+        redirecting.failures, redirecting.fail_status, redirecting.location = 100, 307, elsewhere.url
+        moved = _post(client, admin, ready_model, redirecting.url, **{"class": 5, "sample_ids": None})
+        (row,) = _drain(settings, moved["id"])
+        assert (row.status, row.attempts, row.last_status_code) == ("failed", 1, 307)
+        assert "redirect" in (row.last_error or "")
+        assert len(redirecting.received) == 1 and elsewhere.received == []  # never followed
 
 
-def test_a_timeout_is_retried(receiver: Receiver) -> None:
-    receiver.delay_s = 1.0
-    outcome = deliver_callback(receiver.url, RESOURCE, SECRET, attempts=3, backoff_s=0.01, timeout_s=0.3)
-    assert outcome.delivered and outcome.attempts == 2, outcome
+def test_a_timeout_is_retried(client, admin, ready_model, settings, receiver) -> None:
+    receiver.delay_s = 1.5
+    impatient = settings.model_copy(update={"callback_timeout_s": 0.3})
+    created = _post(client, admin, ready_model, receiver.url)
+    (row,) = _drain(impatient, created["id"])
+    assert (row.status, row.attempts) == ("delivered", 2), row.last_error
     assert len(receiver.received) == 2
 
 
@@ -136,123 +188,117 @@ def _closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_a_receiver_that_is_down_or_a_bad_url_never_raises() -> None:
-    down = deliver_callback(
-        f"http://127.0.0.1:{_closed_port()}/x", RESOURCE, SECRET, attempts=3, backoff_s=0.01
-    )
-    assert not down.delivered and down.attempts == 3 and down.status_code is None
-    assert "Connect" in (down.error or ""), down.error
-    for url in ("ftp://127.0.0.1/x", "not a url", "http://[::1"):
-        outcome = deliver_callback(url, RESOURCE, SECRET, attempts=2, backoff_s=0.01)
-        assert not outcome.delivered and outcome.error, (url, outcome)
-    unserialisable = deliver_callback("http://127.0.0.1:9/", {"x": object()}, SECRET, attempts=1)
-    assert not unserialisable.delivered and "TypeError" in (unserialisable.error or "")
-
-
-def test_notify_requests_posts_the_same_resource_the_api_serves(
-    client, keys, admin, ready_model, settings, receiver: Receiver, tmp_path
+def test_the_api_writes_each_status_change_and_a_down_receiver_gets_them_later_in_order(
+    client, keys, admin, ready_model, settings, enqueued
 ) -> None:
-    body = {
-        "model_id": ready_model.model_id,
-        "sample_ids": ready_model.train_ids[:2],
-        "callback_url": receiver.url,
-    }
-    with_callback = client.post("/v1/deletion-requests", json=body, headers=admin).json()
-    without = client.post(
-        "/v1/deletion-requests", json={"model_id": ready_model.model_id, "class": 2}, headers=admin
-    ).json()
-    flush_callbacks(30)
-    (announced,) = receiver.received  # the API's own callback: the request was created queued
-    assert json.loads(announced.body)["status"] == "queued"
-    receiver.received.clear()
-    outcomes = notify_requests(
-        settings.database_url, settings.server_secret, [with_callback["id"], without["id"]], backoff_s=0.01
-    )
-    assert set(outcomes) == {with_callback["id"]} and outcomes[with_callback["id"]].delivered
-    (got,) = receiver.received
-    assert verify_signature(got.body, got.headers[SIGNATURE_HEADER], settings.server_secret)
-    served = client.get(f"/v1/deletion-requests/{with_callback['id']}", headers=keys.headers("reader")).json()
-    assert json.loads(got.body) == served
-    unreadable = f"sqlite:///{tmp_path}"  # a directory: the database cannot be opened
-    assert notify_requests(unreadable, SECRET, [with_callback["id"]]) == {}
-
-
-def _wait_for_posts(receiver: Receiver, count: int, timeout_s: float = 30.0) -> list[Received]:
-    deadline = time.monotonic() + timeout_s
-    while len(receiver.received) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return list(receiver.received)
-
-
-def test_the_api_calls_back_when_it_creates_and_cancels_a_request(
-    client, keys, admin, ready_model, settings, receiver: Receiver
-) -> None:
-    body = {
-        "model_id": ready_model.model_id,
-        "sample_ids": ready_model.train_ids[:3],
-        "callback_url": receiver.url,
-    }
+    """The API only writes rows (a dead receiver cannot slow or fail it); delivery keeps the order."""
+    port = _closed_port()
+    url = f"http://127.0.0.1:{port}/hooks/unlearn"
     key = {"Idempotency-Key": "callback-order-1"}
+    body = {"model_id": ready_model.model_id, "sample_ids": ready_model.train_ids[:3], "callback_url": url}
     created = client.post("/v1/deletion-requests", json=body, headers={**admin, **key})
     assert created.status_code == 202 and created.json()["status"] == "queued", created.text
     request_id = created.json()["id"]
     cancelled = client.post(f"/v1/deletion-requests/{request_id}/cancel", headers=admin)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
-    # Neither a replay of the creation nor a refused second cancel changes the status: no callback.
+    # Neither a replay of the creation nor a refused second cancel changes the status: no row.
     assert client.post("/v1/deletion-requests", json=body, headers={**admin, **key}).status_code == 200
     assert client.post(f"/v1/deletion-requests/{request_id}/cancel", headers=admin).status_code == 409
 
-    got = _wait_for_posts(receiver, 2)
-    flush_callbacks(30)
-    assert len(receiver.received) == 2, [json.loads(r.body)["status"] for r in receiver.received]
-    resources = [json.loads(r.body) for r in got]
-    assert [r["status"] for r in resources] == ["queued", "cancelled"]
-    assert resources[0] == created.json()
+    rows = _rows(settings, request_id)
+    assert [json.loads(row.body)["status"] for row in rows] == ["queued", "cancelled"]
+    assert json.loads(rows[0].body) == created.json()
     served = client.get(f"/v1/deletion-requests/{request_id}", headers=keys.headers("reader")).json()
-    assert resources[1] == served == cancelled.json()
-    for post in got:
-        assert post.headers["Content-Type"] == "application/json"
+    assert json.loads(rows[1].body) == served == cancelled.json()
+    assert rows[0].delivery_id != rows[1].delivery_id
+    deadline = time.monotonic() + 10
+    while ("worker.deliver_callbacks", "all-due") not in enqueued.calls and time.monotonic() < deadline:
+        time.sleep(0.02)  # the API's waker enqueues the delivery task off the commit path
+    assert ("worker.deliver_callbacks", "all-due") in enqueued.calls
+
+    engine = get_engine(settings.database_url)
+    deliver_due(engine, settings)  # the receiver is down: the first row fails, the second waits
+    first, second = _rows(settings, request_id)
+    assert (first.status, first.attempts, second.status, second.attempts) == ("pending", 1, "pending", 0)
+    assert "Connect" in (first.last_error or ""), first.last_error
+    with running_receiver(Receiver(), port) as revived:
+        rows = _drain(settings, request_id)
+    assert [row.status for row in rows] == ["delivered", "delivered"]
+    assert [json.loads(post.body)["status"] for post in revived.received] == ["queued", "cancelled"]
+    assert [post.headers[DELIVERY_HEADER] for post in revived.received] == [row.delivery_id for row in rows]
+    for post in revived.received:
         assert verify_signature(post.body, post.headers[SIGNATURE_HEADER], settings.server_secret)
-        assert not verify_signature(post.body, post.headers[SIGNATURE_HEADER], SECRET)
-    assert got[0].headers[DELIVERY_HEADER] != got[1].headers[DELIVERY_HEADER]
 
 
-def test_a_down_receiver_neither_fails_nor_slows_the_api(
-    settings, enqueued, keys, admin, ready_model
+def test_a_rolled_back_status_change_owes_no_callback(client, admin, ready_model, settings) -> None:
+    from core import lifecycle
+    from core.db import utcnow
+
+    created = _post(client, admin, ready_model, "http://127.0.0.1:9/hook")
+    assert len(_rows(settings, created["id"])) == 1
+
+    class Abort(Exception):
+        pass
+
+    with pytest.raises(Abort), session_scope(settings.database_url) as session:
+        request = session.get(DeletionRequest, created["id"])
+        assert request is not None
+        lifecycle.request_cancelled(session, request, utcnow(), actor="test")
+        session.flush()  # the change reached the database, then the transaction rolls back
+        raise Abort
+    assert len(_rows(settings, created["id"])) == 1
+    with session_scope(settings.database_url) as session:
+        request = session.get(DeletionRequest, created["id"])
+        assert request is not None and request.status == "queued"
+        lifecycle.request_cancelled(session, request, utcnow(), actor="test")
+    rows = _rows(settings, created["id"])
+    assert [json.loads(row.body)["status"] for row in rows] == ["queued", "cancelled"]
+
+
+def test_a_target_refused_at_delivery_fails_without_being_contacted(
+    client, admin, ready_model, settings, receiver: Receiver
 ) -> None:
-    from fastapi.testclient import TestClient
+    """Allowed when posted, not any more when delivered (the allow-list was emptied): never retried."""
+    created = _post(client, admin, ready_model, receiver.url)
+    strict = settings.model_copy(update={"callback_allow_networks": ()})
+    (row,) = _drain(strict, created["id"])
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert "callback target refused" in (row.last_error or "") and "loopback" in (row.last_error or "")
+    assert receiver.received == []
 
-    from app.main import create_app
 
-    backoff_s = 6.0  # a synchronous delivery would wait this long before its second try
-    patient = settings.model_copy(update={"callback_attempts": 3, "callback_backoff_s": backoff_s})
-    port = _closed_port()
-    body = {
-        "model_id": ready_model.model_id,
-        "class": 4,
-        "callback_url": f"http://127.0.0.1:{port}/hooks/unlearn",
-    }
-    with TestClient(create_app(patient, enqueue=enqueued), raise_server_exceptions=False) as api:
-        started = time.monotonic()
-        created = api.post("/v1/deletion-requests", json=body, headers=admin)
-        create_s = time.monotonic() - started
-        assert created.status_code == 202 and created.json()["status"] == "queued", created.text
-        request_id = created.json()["id"]
-        started_cancel = time.monotonic()
-        cancelled = api.post(f"/v1/deletion-requests/{request_id}/cancel", headers=admin)
-        cancel_s = time.monotonic() - started_cancel
-        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
-        assert create_s < backoff_s and cancel_s < backoff_s, (create_s, cancel_s)
-        served = api.get(f"/v1/deletion-requests/{request_id}", headers=keys.headers("reader")).json()
-        assert served["status"] == "cancelled" and served["error"] is None
-        assert ("worker.process_model", ready_model.model_id) in enqueued.calls
+def _fake_resolver(monkeypatch: pytest.MonkeyPatch, names: dict[str, str]) -> None:
+    real = socket.getaddrinfo
 
-        # The receiver stays down well past the first try (which starts at the commit), then comes back:
-        # the retry delivers the creation, then the cancellation follows, in order.
-        time.sleep(max(0.0, started + backoff_s / 2 - time.monotonic()))
-        with running_receiver(Receiver(), port) as revived:
-            got = _wait_for_posts(revived, 2, timeout_s=backoff_s * 4)
-    statuses = [json.loads(post.body)["status"] for post in got]
-    assert statuses == ["queued", "cancelled"], statuses
-    assert got[0].at - started >= backoff_s * 0.9  # the first try met the dead port; a retry delivered it
-    assert all(verify_signature(p.body, p.headers[SIGNATURE_HEADER], settings.server_secret) for p in got)
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in names:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (names[host], port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def test_dns_that_changes_its_answer_after_the_post_is_refused_at_delivery(
+    client, admin, ready_model, settings, monkeypatch
+) -> None:
+    _fake_resolver(monkeypatch, {"hooks.partner.test": "93.184.216.34"})
+    created = _post(client, admin, ready_model, "http://hooks.partner.test/unlearn")
+    _fake_resolver(monkeypatch, {"hooks.partner.test": "169.254.169.254"})  # the metadata endpoint
+    (row,) = _drain(settings, created["id"])
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert "169.254.169.254" in (row.last_error or "") and "link-local" in (row.last_error or "")
+
+
+def test_delivery_connects_to_the_checked_address_with_the_url_host(
+    client, admin, ready_model, settings, receiver: Receiver, monkeypatch
+) -> None:
+    """The name is resolved once, by the check; the connection goes to that address (the test host has
+    no DNS for the name: a client resolving it again could not connect) and says the URL's Host."""
+    port = receiver.url.split(":")[2].split("/")[0]
+    _fake_resolver(monkeypatch, {"receiver.partner.test": "127.0.0.1"})
+    created = _post(client, admin, ready_model, f"http://receiver.partner.test:{port}/hooks")
+    (row,) = _drain(settings, created["id"])
+    assert row.status == "delivered", row.last_error
+    (got,) = receiver.received
+    assert got.headers["Host"] == f"receiver.partner.test:{port}"
+    assert got.headers[DELIVERY_HEADER] == row.delivery_id

@@ -17,6 +17,7 @@ from evidence_helpers import succeed_request, synthetic_report, tampered
 
 from app.certificates.service import sign
 from core.evidence import sign_detached
+from core.storage import local_path
 
 CERT = "/v1/deletion-requests/{}/certificate"
 VERIFY = "/v1/certificates/verify"
@@ -189,7 +190,9 @@ def test_a_reserialised_certificate_still_verifies(client, keys, admin, ready_mo
         "params": {"alpha": 3.0},
     }
     request_id = _request(client, admin, body)
-    succeed_request(settings.database_url, settings.artifacts, request_id, synthetic_report().to_dict())
+    succeed_request(
+        settings.database_url, local_path(settings.artifact_url), request_id, synthetic_report().to_dict()
+    )
     auditor = keys.headers("auditor")
     response = client.get(CERT.format(request_id), headers=auditor)
     assert '"alpha":3.0' in response.text  # sent as Python wrote it
@@ -242,7 +245,7 @@ def test_class_request_certificate_hashes_the_class_tombstones(
 ) -> None:
     request_id = _request(client, admin, {"model_id": ready_model.model_id, "class": 4})
     done = succeed_request(
-        settings.database_url, settings.artifacts, request_id, synthetic_report().to_dict()
+        settings.database_url, local_path(settings.artifact_url), request_id, synthetic_report().to_dict()
     )
     cert = client.get(CERT.format(request_id), headers=keys.headers("auditor")).json()["certificate"]
     assert cert["forgotten"]["kind"] == "class" and cert["forgotten"]["class"] == 4
@@ -262,7 +265,7 @@ def test_the_audit_page_names_the_signing_key_and_the_offline_check(
     page.write_text("<!DOCTYPE html><html><body><h1>Unlearning audit report</h1></body></html>")
     succeed_request(
         settings.database_url,
-        settings.artifacts,
+        local_path(settings.artifact_url),
         created["id"],
         synthetic_report().to_dict(),
         html_uri=str(page),

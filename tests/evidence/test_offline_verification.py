@@ -398,8 +398,7 @@ def test_the_slice_endpoint_takes_ranges_and_names_the_offending_parameter(
 def test_the_audit_page_section_shows_the_key_id_and_the_offline_commands(settings, tmp_path) -> None:
     from app.certificates.offline import audit_page_with_verification, offline_commands
 
-    page = tmp_path / "audit.html"
-    page.write_text("<html><body><h1>Audit</h1></body></html>", encoding="utf-8")
+    page = "<html><body><h1>Audit</h1></body></html>"
     served = audit_page_with_verification(page, settings, "req_1", "http://testserver/")
     section = served[served.index('<section id="offline-verification">') : served.index("</body>")]
     assert '<code class="kid">dev</code>' in section

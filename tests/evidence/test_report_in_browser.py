@@ -25,6 +25,7 @@ import pytest
 from evidence_helpers import succeed_request, synthetic_report
 from PIL import Image
 
+from core.storage import local_path
 from unlearning.audit.html import render_html
 
 WINDOW = (1200, 4000)
@@ -108,11 +109,15 @@ def served_report(client, keys, admin, ready_model, settings, tmp_path) -> str:
         provenance={"method": "dau", "request_id": request["id"], "seeds": {"audit": 0}}
     )
     page = render_html(report, class_names=CLASS_NAMES, title=f"Audit of {request['id']}")
-    html_path = settings.artifacts / "reports" / f"{request['id']}.html"
+    html_path = local_path(settings.artifact_url) / "reports" / f"{request['id']}.html"
     html_path.parent.mkdir(parents=True, exist_ok=True)
     html_path.write_text(page, encoding="utf-8")
     succeed_request(
-        settings.database_url, settings.artifacts, request["id"], report.to_dict(), html_uri=str(html_path)
+        settings.database_url,
+        local_path(settings.artifact_url),
+        request["id"],
+        report.to_dict(),
+        html_uri=str(html_path),
     )
     response = client.get(
         f"/v1/deletion-requests/{request['id']}/audit.html", headers=keys.headers("auditor")

@@ -12,6 +12,8 @@ import pytest
 from sqlalchemy import select
 from worker_helpers import SeededModel, services
 
+from core.storage import local_path
+
 DATASET_ID = "ds_digits_template"
 
 
@@ -118,14 +120,14 @@ def seeded_model(settings: Any, digits_checkpoint: Path) -> SeededModel:
         )
         session.add(model)
         session.flush()
-        target = settings.artifacts / "models" / model.id / "v1.safetensors"
+        target = local_path(settings.artifact_url) / "models" / model.id / "v1.safetensors"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(digits_checkpoint, target)
         info = file_sha256(target)
         version = lifecycle.version_created(
             session,
             model,
-            checkpoint_uri=str(target),
+            checkpoint_uri=target.as_uri(),
             sha256=info.sha256,
             size_bytes=info.size_bytes,
             method="train",

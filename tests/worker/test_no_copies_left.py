@@ -14,6 +14,7 @@ from worker_helpers import add_request
 from core import lifecycle
 from core.db import AuditEvent, AuditEventType, Dataset, JobKind, Model, ModelStatus, Sample, session_scope
 from core.jobs.loop import run_jobs
+from core.storage import local_path
 
 CLASSES, PER_CLASS, SIZE = 3, 24, 8
 
@@ -57,7 +58,7 @@ def test_no_cached_copy_of_forgotten_pixels_outlives_the_request(settings: Any, 
     with cache_policy(settings.cache_root):  # as a CLI user sharing the service's cache would
         dataset = load_dataset("imagefolder", str(source))
     model = train_base_model(dataset, "mlp", TrainRecipe(epochs=3, batch_size=32), device="cpu")
-    checkpoint = settings.artifacts / "base.safetensors"
+    checkpoint = local_path(settings.artifact_url) / "base.safetensors"
     saved = save_checkpoint(model, checkpoint)
     with session_scope(url) as session:
         row = Dataset(
@@ -103,7 +104,7 @@ def test_no_cached_copy_of_forgotten_pixels_outlives_the_request(settings: Any, 
     )
     assert outcome.outcome == "succeeded"
     assert files_holding(settings.cache_root, needles) == []
-    assert files_holding(settings.artifacts, needles) == []
+    assert files_holding(local_path(settings.artifact_url), needles) == []
     assert all((source / sample).is_file() for sample in forget), "the user's source files stay untouched"
     with session_scope(url) as session:
         purged = session.execute(

@@ -29,6 +29,7 @@ from core.db import (
 from core.jobs import ClaimStatus, JobClaim, JobRuntime
 from core.jobs.loop import run_jobs
 from core.jobs.unlearn import run_unlearn
+from core.storage import artifact_store, local_path
 
 
 class Recorder:
@@ -78,7 +79,7 @@ def test_a_request_runs_to_a_new_version_with_tombstones_and_report(
     assert tombstones == set(forget)
     from models.checkpoint import file_sha256
 
-    assert file_sha256(version.checkpoint_uri).sha256 == version.sha256
+    assert file_sha256(local_path(version.checkpoint_uri)).sha256 == version.sha256
     for side in ("before", "after"):
         assert set(report.report[side]) >= {"UA", "RA", "TA", "MIA"}
     provenance = report.report["provenance"]
@@ -113,7 +114,7 @@ def test_duplicate_delivery_exits_without_a_second_version(settings: Any, seeded
 
     # worker-a finishes and commits; a replayed commit of the same claim is fenced off.
     with JobRuntime(first.claim, database_url=url, heartbeat_interval_s=0.2) as runtime:
-        result = run_unlearn(first.claim, runtime, settings.artifacts)
+        result = run_unlearn(first.claim, runtime, artifact_store(settings))
     with session_scope(url) as session:
         jobs.commit_unlearn_success(session, first.claim, result, utcnow())
     with pytest.raises(jobs.LostClaim), session_scope(url) as session:
@@ -192,7 +193,7 @@ def test_cancel_while_running_writes_no_version_and_no_tombstones(
     # The first job stops; the cancelled request ends, the one sharing its run is requeued and then
     # runs alone in a second job (same delivery loop).
     assert [outcome.outcome for outcome in outcomes] == ["cancelled", "succeeded"]
-    model_artifacts = settings.artifacts / "models" / seeded_model.model_id
+    model_artifacts = local_path(settings.artifact_url) / "models" / seeded_model.model_id
     assert not list(model_artifacts.glob(f"{outcomes[0].job_id}-*")), "a cancelled run keeps no checkpoint"
     cancelled_row = request_row(url, cancelled)
     assert cancelled_row.status == RequestStatus.cancelled and cancelled_row.result_version_id is None
@@ -310,7 +311,7 @@ def test_the_further_methods_run_through_the_worker(
         assert version is not None and version.forgotten_count == 10
         report = session.execute(select(AuditReport).where(AuditReport.request_id == request_id)).scalar_one()
         assert {"UA", "RA", "TA", "MIA"} <= set(report.report["after"])
-    assert load_checkpoint(version.checkpoint_uri).metadata["method"] == method
+    assert load_checkpoint(local_path(version.checkpoint_uri)).metadata["method"] == method
 
 
 def test_a_permanent_error_fails_at_once_without_a_retry(settings: Any, seeded_model: SeededModel) -> None:
@@ -331,7 +332,7 @@ def test_a_permanent_error_fails_at_once_without_a_retry(settings: Any, seeded_m
 
 def test_success_retires_and_purges_every_earlier_version(settings: Any, seeded_model: SeededModel) -> None:
     url = settings.database_url
-    parent_file = Path(version_row(url, seeded_model.version_id).checkpoint_uri)
+    parent_file = local_path(version_row(url, seeded_model.version_id).checkpoint_uri)
     assert parent_file.is_file()
     add_request(url, seeded_model.model_id, seeded_model.train_ids[:5])
     [first] = run_jobs(JobKind.unlearn, seeded_model.model_id, settings=settings, enqueue=Recorder())
@@ -365,14 +366,16 @@ def test_a_grace_period_keeps_the_file_until_it_is_due(settings: Any, seeded_mod
 
     url = settings.database_url
     graced = settings.model_copy(update={"retired_version_grace_s": 3600.0})
-    parent_file = Path(version_row(url, seeded_model.version_id).checkpoint_uri)
+    parent_file = local_path(version_row(url, seeded_model.version_id).checkpoint_uri)
     add_request(url, seeded_model.model_id, seeded_model.train_ids[:5])
     run_jobs(JobKind.unlearn, seeded_model.model_id, settings=graced, enqueue=Recorder())
     parent = version_row(url, seeded_model.version_id)
     assert parent.state == "retired" and parent_file.is_file()
-    assert purge_due_checkpoints(url, utcnow(), actor="test") == []
+    assert purge_due_checkpoints(url, artifact_store(settings), utcnow(), actor="test") == []
     assert parent.purge_after is not None
-    assert purge_due_checkpoints(url, parent.purge_after, actor="test") == [seeded_model.version_id]
+    assert purge_due_checkpoints(url, artifact_store(settings), parent.purge_after, actor="test") == [
+        seeded_model.version_id
+    ]
     assert not parent_file.exists() and version_row(url, seeded_model.version_id).state == "purged"
 
 
