@@ -48,8 +48,14 @@ def api(
     import uvicorn
 
     from core.db.migrate import upgrade
+    from core.observability.logs import configure_logging
     from core.observability.multiproc import multiproc_dir, prepare_multiproc_dir
+    from core.settings import get_settings
 
+    settings = get_settings()
+    json_logs = settings.log_format == "json"
+    if json_logs:  # uvicorn's supervisor (--workers > 1) logs here, not in the app: JSON lines too
+        configure_logging(settings, "api")
     if migrate:
         upgrade(_database_url(None))
     metrics_dir, created = (
@@ -57,7 +63,13 @@ def api(
     )
     try:
         uvicorn.run(
-            "app.main:create_app", factory=True, host=host, port=port, workers=workers, proxy_headers=True
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            proxy_headers=True,
+            **({"log_config": None} if json_logs else {}),  # else uvicorn's own text config replaces ours
         )
     finally:
         if created and metrics_dir is not None:

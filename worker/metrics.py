@@ -33,9 +33,17 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
+from prometheus_client import Gauge
 
 from core.observability.logs import LOG_CONTEXT, bind, configure_logging
 from core.settings import get_settings
+
+WORKER_HEARTBEAT = Gauge(
+    "unlearn_worker_heartbeat_timestamp_seconds",
+    "Unix time of the worker's last heartbeat (its consumer loop is alive). Defined here, not with the "
+    "job metrics, so that API processes (which import those) do not export a heartbeat of 0.",
+    multiprocess_mode="max",
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +107,6 @@ def _start_metrics(sender: Any = None, **_: Any) -> None:
 @heartbeat_sent.connect
 def _beat(**_: Any) -> None:
     if get_settings().worker_metrics_port:
-        from core.observability.metrics import WORKER_HEARTBEAT
-
         WORKER_HEARTBEAT.set_to_current_time()
 
 

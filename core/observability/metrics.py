@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
 
 from core.observability.multiproc import multiproc_dir
 
@@ -32,11 +32,6 @@ JOBS_FINISHED = Counter(
     "unlearn_jobs_finished",
     "Job attempts a worker finished, by outcome (succeeded, cancelled, retry, failed, lost, duplicate).",
     ["kind", "method", "outcome"],
-)
-WORKER_HEARTBEAT = Gauge(
-    "unlearn_worker_heartbeat_timestamp_seconds",
-    "Unix time of the worker's last heartbeat (its consumer loop is alive).",
-    multiprocess_mode="max",
 )
 
 

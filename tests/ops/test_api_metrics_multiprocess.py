@@ -1,10 +1,12 @@
 """`unlearn api --workers 2`: one scrape of either process counts the requests both served.
 
 The test keeps sending requests, on fresh connections, until each of the two processes has served some
-(read from each process's own multiprocess file), so a per-process registry could not pass it."""
+(read from each process's own multiprocess file), so a per-process registry could not pass it. With JSON
+logs, uvicorn's supervisor writes JSON lines too (its own logging, outside the app's processes)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -29,7 +31,8 @@ def two_process_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     env = {
         **os.environ,
         "UNLEARN_VAR_DIR": str(tmp_path / "var"),
-        "UNLEARN_LOG_LEVEL": "WARNING",
+        "UNLEARN_LOG_LEVEL": "INFO",
+        "UNLEARN_LOG_FORMAT": "json",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
     (metrics_dir).mkdir()
@@ -70,7 +73,9 @@ def _get(url: str) -> int:
     return httpx.get(url, headers={"Connection": "close"}, timeout=10).status_code
 
 
-def test_one_scrape_counts_the_requests_of_every_api_process(two_process_api: tuple[str, Path]) -> None:
+def test_one_scrape_counts_the_requests_of_every_api_process(
+    two_process_api: tuple[str, Path], tmp_path: Path
+) -> None:
     url, metrics_dir = two_process_api
     assert not (metrics_dir / "counter_1.db").exists()
     probes = 1  # the readiness poll's last /healthz
@@ -90,3 +95,10 @@ def test_one_scrape_counts_the_requests_of_every_api_process(two_process_api: tu
     for _ in range(4):  # several scrapes land on both processes; each one counts everything
         text = httpx.get(f"{url}/metrics", headers={"Connection": "close"}, timeout=10).text
         assert sum(float(value) for value in HEALTHZ_COUNT.findall(text)) == total_served
+    # The worker's heartbeat is the worker's: an API that exported one (at 0) would trip the alert.
+    assert "unlearn_worker_heartbeat_timestamp_seconds" not in text
+
+    raw_lines = [raw for raw in (tmp_path / "api.log").read_text().splitlines() if raw.strip()]
+    assert [raw for raw in raw_lines if not raw.startswith("{")] == []
+    messages = [json.loads(raw)["message"] for raw in raw_lines]
+    assert any(message.startswith("Started parent process") for message in messages)

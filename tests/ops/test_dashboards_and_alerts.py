@@ -39,11 +39,13 @@ def exported(database_url: str, broker_url: str) -> set[str]:
     from app.metrics import ApiMetrics
     from core.observability import metrics
     from core.observability.collector import METRIC_NAMES, ServiceStateCollector
+    from worker import metrics as worker_metrics  # registers the worker's own heartbeat gauge
 
     state = sample_names(ServiceStateCollector(database_url, broker_url, ["cpu"]))
     assert set(METRIC_NAMES) <= state  # both sources were read: nothing left out of the scrape
     jobs = {name for name in sample_names(REGISTRY) if name.startswith("unlearn_")}
     assert metrics.JOB_DURATION._name + "_bucket" in jobs
+    assert worker_metrics.WORKER_HEARTBEAT._name in jobs
     return sample_names(ApiMetrics().registry) | jobs | state
 
 
