@@ -27,15 +27,15 @@ from unlearning.methods.common import (
     StageClock,
     batch_to,
     index_stream,
-    optimiser_step,
     raise_if_stopped,
     working_copy,
 )
 from unlearning.methods.dau.barlow_twins import barlow_twins_loss
 from unlearning.methods.dau.config import DauConfig
 from unlearning.methods.dau.critic import classwise_wasserstein, label_margin, wasserstein_1d
+from unlearning.methods.dau.defender import DefenderStep
 from unlearning.methods.dau.pools import PairSampler, build_pools
-from unlearning.methods.dau.stopping import HeldOut, last_parameters, roc_auc
+from unlearning.methods.dau.stopping import HeldOut, roc_auc
 from unlearning.training import augment, autocast, memory_format_for
 from unlearning.types import Progress, ShouldStop
 
@@ -60,15 +60,8 @@ class CriticGame:
         self.amp = config.amp and device.type == "cuda"
         self.rows = torch.Generator().manual_seed(config.seed)
         self.defender = working_copy(model, device).eval()
-        self.trainable = last_parameters(self.defender, config.update_fraction)
         self.memory_format = memory_format_for(self.defender, device)
-        self.optimiser = torch.optim.SGD(
-            self.trainable, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimiser,
-            lambda step: max(0.0, 1 - step / config.iterations) if config.lr_decay else 1.0,
-        )
+        self.step = DefenderStep(self.defender, config, device)
         self.pools = build_pools(
             splits.forget.labels,
             splits.val.labels,
@@ -89,7 +82,6 @@ class CriticGame:
         self.retain_probe = torch.randperm(len(splits.retain), generator=self.rows)[:probe]
         self.forget_probe = torch.randperm(len(splits.forget), generator=self.rows)[: config.holdout_max]
         self.lambda_bt = config.lambda_bt
-        self.max_grad_norm = torch.zeros((), device=device)
 
     def play(self, progress: Progress, should_stop: ShouldStop) -> tuple[Classifier, dict[str, Any]]:
         config = self.config
@@ -129,7 +121,7 @@ class CriticGame:
             "seconds": self.clock.rounded(),
             "device": str(self.device),
             "retain_probe_accuracy_start": round(start_retain_accuracy, 2),
-            "max_defender_grad_norm": round(float(self.max_grad_norm), 3),
+            "max_defender_grad_norm": round(float(self.step.max_grad_norm), 3),
             "alpha_off_at": alpha_off_at,
             "attack_pool": {
                 "mode": "critic",
@@ -177,12 +169,7 @@ class CriticGame:
             loss = loss + alpha * critic
         if self.lambda_bt > 0:
             loss = loss + self.lambda_bt * barlow_twins_loss(z_f, z_v, config.bt_off_diagonal)
-        loss.backward()
-        self.defender.mask_gradients()
-        norm = torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm or float("inf"))
-        self.max_grad_norm = torch.maximum(self.max_grad_norm, norm.detach())
-        optimiser_step(self.optimiser, self.defender)
-        self.schedule.step()
+        self.step(loss)
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
         return autocast(self.device) if self.amp else contextlib.nullcontext()

@@ -49,7 +49,6 @@ from unlearning.methods.common import (
     StageClock,
     batch_to,
     index_stream,
-    optimiser_step,
     raise_if_stopped,
     working_copy,
 )
@@ -58,9 +57,10 @@ from unlearning.methods.dau.attacker import AttackInputs, MembershipAttacker
 from unlearning.methods.dau.barlow_twins import barlow_twins_loss
 from unlearning.methods.dau.config import DauConfig
 from unlearning.methods.dau.critic_game import CriticGame
+from unlearning.methods.dau.defender import DefenderStep
 from unlearning.methods.dau.pools import PairSampler, attack_sets, label_tokens
 from unlearning.methods.dau.sensitivity import sensitivity
-from unlearning.methods.dau.stopping import HeldOut, last_parameters, roc_auc
+from unlearning.methods.dau.stopping import HeldOut, roc_auc
 from unlearning.training import augment, autocast, memory_format_for
 from unlearning.types import Progress, ShouldStop
 
@@ -119,22 +119,9 @@ class _Game:
         self.clock = clock
 
         self.defender = working_copy(model, device).eval()
-        trainable = last_parameters(self.defender, config.update_fraction)
         self.memory_format = memory_format_for(self.defender, device)
         self.attacker = MembershipAttacker(self.num_classes, config.attacker).to(device)
-        self.defender_optimiser = torch.optim.SGD(
-            trainable,
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-        )
-        self.defender_schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.defender_optimiser,
-            lambda step: max(0.0, 1 - step / config.iterations) if config.lr_decay else 1.0,
-        )
-        self.trainable = trainable
-        self.max_grad_norm = torch.zeros((), device=device)
-        """Largest defender gradient norm before clipping, kept on the device (no sync per iteration)."""
+        self.step = DefenderStep(self.defender, config, device)
         self.attacker_optimiser = torch.optim.AdamW(
             self.attacker.parameters(), lr=config.attacker_lr, weight_decay=config.attacker_weight_decay
         )
@@ -204,7 +191,7 @@ class _Game:
             "seconds": self.clock.rounded(),
             "device": str(self.device),
             "retain_probe_accuracy_start": round(start_retain_accuracy, 2),
-            "max_defender_grad_norm": round(float(self.max_grad_norm), 3),
+            "max_defender_grad_norm": round(float(self.step.max_grad_norm), 3),
             "alpha_off_at": alpha_off_at,
             "attack_pool": {**self.attack.describe(), "barlow_twins": self.lambda_bt > 0},
             "attacker_accuracy": {
@@ -275,12 +262,7 @@ class _Game:
         loss = F.cross_entropy(logits_r.float(), y_r) + alpha * adversarial
         if self.lambda_bt > 0:
             loss = loss + self.lambda_bt * barlow_twins_loss(z_f, z_v, config.bt_off_diagonal)
-        loss.backward()
-        self.defender.mask_gradients()
-        norm = torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm or float("inf"))
-        self.max_grad_norm = torch.maximum(self.max_grad_norm, norm.detach())
-        optimiser_step(self.defender_optimiser, self.defender)
-        self.defender_schedule.step()
+        self.step(loss)
 
     # -- pieces -----------------------------------------------------------------------------------------
 
