@@ -250,8 +250,11 @@ def test_a_generated_client_trains_and_uploads(
     client: Any, admin: dict[str, str], shapes: dict[str, Any], images: Path, tmp_path: Path
 ) -> None:
     generator = os.environ.get("OPENAPI_PYTHON_CLIENT") or shutil.which("openapi-python-client")
-    if generator is None or importlib.util.find_spec("attrs") is None:
-        pytest.skip("openapi-python-client (on PATH or $OPENAPI_PYTHON_CLIENT) and attrs are needed")
+    if generator is None or not os.access(generator, os.X_OK) or importlib.util.find_spec("attrs") is None:
+        pytest.skip(
+            "openapi-python-client (on PATH or $OPENAPI_PYTHON_CLIENT; `make test` installs it in .tools/) "
+            "and attrs are needed"
+        )
     (tmp_path / "openapi.json").write_text(json.dumps(client.get("/openapi.json").json()))
     package = tmp_path / "unlearn_client"
     generated = subprocess.run(
