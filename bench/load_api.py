@@ -243,7 +243,8 @@ class Stack:
         client.delete(*keys)
 
     def register_dataset(self, samples: int) -> str:
-        path = self.tmp / "bench.npz"
+        path = self.tmp / "var" / "datasets" / "bench.npz"  # under the default UNLEARN_DATASET_ROOTS
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_dataset(path, samples)
         started = time.perf_counter()
         response = self.http.post("/v1/datasets", json={"name": "bench", "format": "npz", "uri": str(path)})
