@@ -113,6 +113,17 @@ class DauConfig(MethodConfig):
         le=1,
         description="Share of the weights (the last layers') the defender updates; earlier ones stay frozen.",
     )
+    retain_distill: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="Weight of the KL divergence from the original model's outputs on the retain batch, "
+        "next to its cross-entropy (`retain_term.py`): holds the retain behaviour the adversarial term "
+        "erodes. 0: cross-entropy alone, as in the paper.",
+    )
+    distill_temperature: float = Field(
+        2.0, gt=0, le=100, description="Softmax temperature of the retain distillation term."
+    )
     augment_retain: bool = Field(True, description="Crop + flip the retain batch, as in base training.")
     retain_source: RetainSource = Field("real", description="Retain batches of the CE term (RetainSource).")
     condense: CondenseSettings = Field(

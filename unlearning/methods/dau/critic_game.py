@@ -20,7 +20,6 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from unlearning.methods.common import (
@@ -35,6 +34,7 @@ from unlearning.methods.dau.config import DauConfig
 from unlearning.methods.dau.critic import classwise_wasserstein, label_margin, wasserstein_1d
 from unlearning.methods.dau.defender import DefenderStep
 from unlearning.methods.dau.pools import PairSampler, build_pools
+from unlearning.methods.dau.retain_term import RetainTerm
 from unlearning.methods.dau.stopping import HeldOut, roc_auc
 from unlearning.training import augment, autocast, memory_format_for
 from unlearning.types import Progress, ShouldStop
@@ -62,6 +62,7 @@ class CriticGame:
         self.defender = working_copy(model, device).eval()
         self.memory_format = memory_format_for(self.defender, device)
         self.step = DefenderStep(self.defender, config, device)
+        self.retain_term = RetainTerm(self.defender, config, self._autocast)
         self.pools = build_pools(
             splits.forget.labels,
             splits.val.labels,
@@ -152,7 +153,7 @@ class CriticGame:
             z = self.defender.features(torch.cat([x_r, x_f]))
             logits = self.defender.head(z)
         logits_r, logits_f, z_f = logits[: len(x_r)], logits[len(x_r) :], z[len(x_r) :]
-        loss = F.cross_entropy(logits_r.float(), y_r)
+        loss = self.retain_term(logits_r, y_r, x_r)
         if alpha > 0 or self.lambda_bt > 0:
             with torch.no_grad(), self._autocast():
                 z_v = self.defender.features(x_v)

@@ -59,6 +59,7 @@ from unlearning.methods.dau.config import DauConfig
 from unlearning.methods.dau.critic_game import CriticGame
 from unlearning.methods.dau.defender import DefenderStep
 from unlearning.methods.dau.pools import PairSampler, attack_sets, label_tokens
+from unlearning.methods.dau.retain_term import RetainTerm
 from unlearning.methods.dau.sensitivity import sensitivity
 from unlearning.methods.dau.stopping import HeldOut, roc_auc
 from unlearning.training import augment, autocast, memory_format_for
@@ -122,6 +123,7 @@ class _Game:
         self.memory_format = memory_format_for(self.defender, device)
         self.attacker = MembershipAttacker(self.num_classes, config.attacker).to(device)
         self.step = DefenderStep(self.defender, config, device)
+        self.retain_term = RetainTerm(self.defender, config, self._autocast)
         self.attacker_optimiser = torch.optim.AdamW(
             self.attacker.parameters(), lr=config.attacker_lr, weight_decay=config.attacker_weight_decay
         )
@@ -259,7 +261,7 @@ class _Game:
             )
             self.attacker.requires_grad_(True)
 
-        loss = F.cross_entropy(logits_r.float(), y_r) + alpha * adversarial
+        loss = self.retain_term(logits_r, y_r, x_r) + alpha * adversarial
         if self.lambda_bt > 0:
             loss = loss + self.lambda_bt * barlow_twins_loss(z_f, z_v, config.bt_off_diagonal)
         self.step(loss)

@@ -1,0 +1,50 @@
+"""The defender's retain term, shared by both DAU games: cross-entropy on the retain batch, plus (with
+`retain_distill` > 0) the KL divergence from the original model's softened outputs on the same batch.
+
+Why the second part: pushing the forget set's confidence down also lowers it on the retain samples that
+look alike, and cross-entropy on hard labels barely pulls back a retain sample the model still gets right.
+Retraining keeps the original's behaviour on retain data (its retain accuracy matches the original's), so
+the original's own outputs there are the target the defender should keep: every retain sample then pulls,
+right or wrong, towards where it was (knowledge distillation, Hinton et al. 2015, at temperature T with
+the usual T^2 scaling)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from models.base import Classifier
+    from unlearning.methods.dau.config import DauConfig
+
+
+class RetainTerm:
+    """Built from the defender before its first step (a copy of the original on the run's device)."""
+
+    def __init__(
+        self,
+        defender: Classifier,
+        config: DauConfig,
+        autocast: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+    ) -> None:
+        self.weight, self.temperature = config.retain_distill, config.distill_temperature
+        self.autocast = autocast
+        self.teacher: Classifier | None = None
+        if self.weight > 0:
+            self.teacher = copy.deepcopy(defender).eval().requires_grad_(False)
+
+    def __call__(self, logits_r: Tensor, y_r: Tensor, x_r: Tensor) -> Tensor:
+        loss = F.cross_entropy(logits_r.float(), y_r)
+        if self.teacher is None:
+            return loss
+        with torch.no_grad(), self.autocast():
+            target = F.log_softmax(self.teacher(x_r).float() / self.temperature, dim=1)
+        student = F.log_softmax(logits_r.float() / self.temperature, dim=1)
+        distill = F.kl_div(student, target, reduction="batchmean", log_target=True)
+        return loss + self.weight * self.temperature**2 * distill
