@@ -11,7 +11,6 @@ from memorising_problem import memorising_problem, one_thread, snapshot  # noqa:
 
 from unlearning.methods import get_method, parse_params
 from unlearning.methods.dau.critic import classwise_wasserstein, label_margin, wasserstein_1d
-from unlearning.methods.dau.retain_fisher import retain_fisher_scales
 from unlearning.methods.dau.retain_term import RetainTerm
 from unlearning.training import accuracy
 
@@ -128,27 +127,3 @@ def test_retain_distillation_keeps_more_of_retain_accuracy_in_the_critic_game() 
         )  # fmt: skip
         accuracies[weight] = accuracy(model, splits.retain)
     assert accuracies[3.0] >= accuracies[0.0] + 10, accuracies  # measured: 76 -> 100
-
-
-def test_retain_fisher_scales_follow_the_retain_sets_squared_gradients() -> None:
-    problem = memorising_problem()
-    model = copy.deepcopy(problem.model).eval()
-    trainable = list(model.parameters())
-    retain = problem.random_splits.retain
-    scales = retain_fisher_scales(model, retain, trainable, 10.0, 8, torch.Generator().manual_seed(0))
-    # the same 8 rows, one backward pass each
-    rows = torch.randperm(len(retain), generator=torch.Generator().manual_seed(0))[:8]
-    fisher = [torch.zeros_like(param) for param in trainable]
-    for row in rows:
-        model.zero_grad()
-        logits = model(retain.images[row : row + 1].float() / 255)
-        torch.nn.functional.cross_entropy(logits, retain.labels[row : row + 1]).backward()
-        for total, param in zip(fisher, trainable, strict=True):
-            total += param.grad.pow(2)
-    mean = sum(float(total.sum()) for total in fisher) / sum(total.numel() for total in fisher)
-    for scale, total in zip(scales, fisher, strict=True):
-        assert torch.allclose(scale, 1 / (1 + 10.0 * total / mean), rtol=1e-3, atol=1e-6)
-    flat = torch.cat([scale.flatten() for scale in scales])
-    assert torch.all((flat > 0) & (flat <= 1)) and flat.min() < 0.5 < flat.max()
-    ones = retain_fisher_scales(model, retain, trainable, 0.0, 8, torch.Generator().manual_seed(0))
-    assert all(torch.equal(scale, torch.ones_like(scale)) for scale in ones)

@@ -121,17 +121,6 @@ class DauConfig(MethodConfig):
         "next to its cross-entropy (`retain_term.py`): holds the retain behaviour the adversarial term "
         "erodes. 0: cross-entropy alone, as in the paper.",
     )
-    retain_fisher: float = Field(
-        0.0,
-        ge=0,
-        le=1e6,
-        description="Strength s of the retain-Fisher preconditioner (`retain_fisher.py`): each gradient "
-        "entry is divided by 1 + s * F_i / mean(F), so the defender moves the weights the retain set "
-        "barely constrains. 0: plain SGD, as in the paper.",
-    )
-    fisher_samples: int = Field(
-        256, ge=1, le=100_000, description="Retain images whose per-sample gradients estimate F."
-    )
     distill_temperature: float = Field(
         2.0, gt=0, le=100, description="Softmax temperature of the retain distillation term."
     )

@@ -61,7 +61,7 @@ class CriticGame:
         self.rows = torch.Generator().manual_seed(config.seed)
         self.defender = working_copy(model, device).eval()
         self.memory_format = memory_format_for(self.defender, device)
-        self.step = DefenderStep(self.defender, config, device, splits.retain, clock)
+        self.step = DefenderStep(self.defender, config, device)
         self.retain_term = RetainTerm(self.defender, config, self._autocast)
         self.pools = build_pools(
             splits.forget.labels,

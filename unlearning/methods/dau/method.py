@@ -122,7 +122,7 @@ class _Game:
         self.defender = working_copy(model, device).eval()
         self.memory_format = memory_format_for(self.defender, device)
         self.attacker = MembershipAttacker(self.num_classes, config.attacker).to(device)
-        self.step = DefenderStep(self.defender, config, device, splits.retain, clock)
+        self.step = DefenderStep(self.defender, config, device)
         self.retain_term = RetainTerm(self.defender, config, self._autocast)
         self.attacker_optimiser = torch.optim.AdamW(
             self.attacker.parameters(), lr=config.attacker_lr, weight_decay=config.attacker_weight_decay
