@@ -44,7 +44,10 @@ def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _stop_on_termination_signals() -> None:
-    """SIGTERM/SIGHUP behave like Ctrl-C: the supervisor stops its children before it exits."""
+    """SIGINT, SIGTERM and SIGHUP all stop the supervisor's children before it exits. SIGINT is set
+    explicitly too: a process started in the background by a non-interactive shell inherits SIGINT
+    ignored, and Python then leaves it ignored (Ctrl-C or `kill -INT` would do nothing)."""
+    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     signal.signal(signal.SIGHUP, _raise_keyboard_interrupt)
 

@@ -51,6 +51,9 @@ class UpProcess:
             stdout=self.handle,
             stderr=subprocess.STDOUT,
             env=env,
+            # as a background job of a non-interactive shell starts it (CI, nohup ... &): SIGINT ignored,
+            # which Python keeps unless the program sets its own handler; Ctrl-C must still stop it
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
         )
 
     @property
