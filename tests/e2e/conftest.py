@@ -70,15 +70,7 @@ def start_stack(
     database_url: str | None = None
     queue_name = "cpu"
     if backend == "services":
-        redis_base = os.environ.get(services.REDIS_ENV)
-        if not redis_base:
-            services.unavailable(f"{services.REDIS_ENV} is not set (the services variant runs in CI)")
-        assert redis_base is not None
-        broker_url = services.redis_url_with_db(redis_base, E2E_REDIS_DB)
-        services.check_redis(broker_url)
-        database_url = cleanup.enter_context(services.database_url_for("postgresql", str(tmp_path)))
-        queue_name = f"e2e-{uuid.uuid4().hex[:10]}"
-        cleanup.callback(_drop_queue_keys, broker_url, queue_name)
+        database_url, broker_url, queue_name = _services(tmp_path, cleanup)
     running = EmbeddedStack(
         var_dir=tmp_path / "var",
         port=free_tcp_port(),
@@ -131,17 +123,25 @@ class SharedServices:
 def shared_services(tmp_path: Path) -> Iterator[SharedServices]:
     """The services backend (a throw-away PostgreSQL database, the CI Redis on its e2e db, a unique queue)
     for a stack split across hosts (tests/e2e/test_multi_host.py); skips without them unless required."""
+    with ExitStack() as cleanup:
+        database_url, broker_url, queue_name = _services(tmp_path, cleanup)
+        yield SharedServices(database_url, broker_url, queue_name, dict(FAST_ENV))
+
+
+def _services(tmp_path: Path, cleanup: ExitStack) -> tuple[str, str, str]:
+    """(database url, broker url, queue name) of the services backend: a throw-away PostgreSQL database
+    and the CI Redis on its e2e db with a unique queue, both removed by `cleanup`; skips without them
+    unless required."""
     redis_base = os.environ.get(services.REDIS_ENV)
     if not redis_base:
         services.unavailable(f"{services.REDIS_ENV} is not set (the services variant runs in CI)")
     assert redis_base is not None
     broker_url = services.redis_url_with_db(redis_base, E2E_REDIS_DB)
     services.check_redis(broker_url)
+    database_url = cleanup.enter_context(services.database_url_for("postgresql", str(tmp_path)))
     queue_name = f"e2e-{uuid.uuid4().hex[:10]}"
-    with ExitStack() as cleanup:
-        database_url = cleanup.enter_context(services.database_url_for("postgresql", str(tmp_path)))
-        cleanup.callback(_drop_queue_keys, broker_url, queue_name)
-        yield SharedServices(database_url, broker_url, queue_name, dict(FAST_ENV))
+    cleanup.callback(_drop_queue_keys, broker_url, queue_name)
+    return database_url, broker_url, queue_name
 
 
 def _drop_queue_keys(broker_url: str, queue_name: str) -> None:
