@@ -7,7 +7,8 @@ and the retrained model:
   typical unseen sample; a memorised sample sits near 0), averaged over the forget set;
 - membership score: the logit-scaled confidence phi = log p_y - log(1 - p_y) (LiRA's statistic, the one
   DAU's Wasserstein critic matches), its mean over the forget set and its percentile among the test
-  samples' scores (50 = looks unseen).
+  samples' scores (50 = looks unseen);
+- test accuracy: what the request cost everyone else.
 
 The original and the retrained references come from the bench cache (`unlearn bench` trains them once
 per preset and seed; a retrain per request size is trained here the first time). Seconds are the
@@ -88,6 +89,7 @@ def main(
                 f"  {name:9s} forget acc {row['forget_accuracy']:6.2f}"
                 f"  loss pct {row['loss_percentile']:6.2f}"
                 f"  phi {row['membership_score']:7.3f}  phi pct {row['membership_percentile']:6.2f}"
+                f"  test acc {row['test_accuracy']:6.2f}"
             )
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,11 +109,13 @@ def per_sample_figures(model, splits) -> dict[str, float]:  # type: ignore[no-un
     forget_phi = label_margin(forget_logits, splits.forget.labels)
     test_phi = label_margin(test_logits, splits.test.labels)
     correct = (forget_logits.argmax(1) == splits.forget.labels).float().mean().item()
+    test_correct = (test_logits.argmax(1) == splits.test.labels).float().mean().item()
     return {
         "forget_accuracy": round(100 * correct, 2),
         "loss_percentile": round(percentile_among(forget_loss, test_loss), 2),
         "membership_score": round(forget_phi.mean().item(), 4),
         "membership_percentile": round(percentile_among(forget_phi, test_phi), 2),
+        "test_accuracy": round(100 * test_correct, 2),
     }
 
 

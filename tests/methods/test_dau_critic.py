@@ -10,6 +10,8 @@ import torch
 from memorising_problem import memorising_problem, one_thread, snapshot  # noqa: F401
 
 from unlearning.methods import get_method, parse_params
+from unlearning.methods.base import escalated
+from unlearning.methods.dau.config import CRITIC_DEFAULTS, DauConfig
 from unlearning.methods.dau.critic import classwise_wasserstein, label_margin, wasserstein_1d
 from unlearning.methods.dau.retain_term import RetainTerm
 from unlearning.training import accuracy
@@ -44,6 +46,64 @@ def test_classwise_wasserstein_matches_within_each_class() -> None:
     assert wasserstein_1d(members, nonmembers).item() == 0.0
     per_class = classwise_wasserstein(members, torch.tensor([0, 1]), nonmembers, torch.tensor([0, 1]))
     assert per_class.item() == pytest.approx(4.0)
+
+
+def test_naming_the_critic_alone_brings_its_own_defaults_and_named_fields_win() -> None:
+    samia = parse_params("dau", {})
+    assert isinstance(samia, DauConfig)
+    assert (samia.alpha, samia.iterations, samia.retain_distill) == (3.0, 80, 0.0)
+    tuned = parse_params("dau", {"critic": "wasserstein"})
+    critic_defaults = CRITIC_DEFAULTS["wasserstein"]
+    assert {name: getattr(tuned, name) for name in critic_defaults} == critic_defaults
+    assert tuned.alpha != samia.alpha  # the critic's defaults differ from the field defaults they replace
+    mine = parse_params("dau", {"critic": "wasserstein", "alpha": 0.3, "max_grad_norm": None})
+    assert (mine.alpha, mine.max_grad_norm, mine.iterations) == (0.3, None, 30)
+
+
+def test_the_acceptance_ladder_keeps_the_critics_defaults_and_doubles_its_budget() -> None:
+    tuned = parse_params("dau", {"critic": "wasserstein"})
+    larger = escalated(tuned)
+    assert isinstance(larger, DauConfig)
+    assert larger.iterations == 2 * tuned.iterations
+    assert larger.model_dump(exclude={"iterations"}) == tuned.model_dump(exclude={"iterations"})
+
+
+def test_auto_plays_the_critic_for_random_sets_and_samia_for_classes_and_single_samples() -> None:
+    auto = parse_params("dau", {"lr": 0.02, "alpha": 2.0})
+    assert isinstance(auto, DauConfig) and auto.critic == "auto"
+    random = auto.for_forget_set(forget_count=500, class_wise=False)
+    assert random.critic == "wasserstein"
+    assert (random.lr, random.alpha) == (0.02, 2.0)  # what the params named stays
+    assert (random.iterations, random.retain_distill) == (30, 5.0)  # the rest is the critic's defaults
+    for count, class_wise in ((500, True), (1, False)):
+        samia = auto.for_forget_set(forget_count=count, class_wise=class_wise)
+        assert (samia.critic, samia.iterations, samia.alpha) == ("samia", 80, 2.0)
+    named = parse_params("dau", {"critic": "samia"})
+    assert named.for_forget_set(forget_count=500, class_wise=False) is named
+
+
+def test_the_critic_game_records_which_critic_played() -> None:
+    problem = memorising_problem()
+    fast = {"iterations": 2, "batch_size": 64, "eval_every": 1, "attacker_warmup": 1}
+    method = get_method("dau")
+    _, random = method.run(
+        problem.model, problem.random_splits, parse_params("dau", fast), lambda f, s: None, lambda: False
+    )
+    assert random["critic"] == "wasserstein"
+    _, explicit = method.run(
+        problem.model,
+        problem.random_splits,
+        parse_params("dau", {**fast, "critic": "samia"}),
+        lambda f, s: None,
+        lambda: False,
+    )
+    assert explicit["critic"] == "samia"
+
+
+@pytest.mark.parametrize("critic", [["wasserstein"], {"a": 1}, 3])
+def test_a_critic_of_the_wrong_type_is_a_validation_error(critic: object) -> None:
+    with pytest.raises(ValueError, match="critic"):
+        parse_params("dau", {"critic": critic})
 
 
 def test_mask_label_cannot_be_read_by_the_critic() -> None:

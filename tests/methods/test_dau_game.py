@@ -13,6 +13,7 @@ from unlearning.training import accuracy
 from unlearning.types import Cancelled
 
 FAST = {
+    "critic": "samia",  # the paper's game (the default plays the critic on random sets)
     "attacker_warmup": 60,
     "attacker_steps": 1,
     "batch_size": 64,

@@ -1,14 +1,17 @@
 """Bench rows: a row is a registered method plus the params that make it that row.
 
 `retrain-b` is a second retrain with another training seed, scored against `retrain` like any method:
-its disparity is the noise floor (`seeds.py`). `dau-nobt` is DAU with lambda_bt = 0 (what the Barlow
-Twins term buys); `dau-wasserstein` is DAU whose attacker is the exact Wasserstein critic
-(`methods/dau/critic.py`); `dau-condensed` is DAU whose cross-entropy term trains on the condensed
-retain set (faster if it keeps disparity); `multigan-r0.1` is Multi-GAN allowed to read a tenth of the
-retain set; `retrain` gets the preset's recipe. Rows that condense (`condensation`, `dau-condensed`)
-bypass the per-version condensed-set cache, so their seconds are what the first request against a
-model version pays, whatever ran before. Any other registered method name is a row with its default
-params, so methods added later appear in `--methods` without touching the bench.
+its disparity is the noise floor (`seeds.py`). `dau` is DAU's defaults (`critic="auto"`: the critic for
+random forgetting, SAMIA for a class); `dau-samia` is the paper's SAMIA game whatever the scenario;
+`dau-nobt` is DAU with lambda_bt = 0 (what the Barlow Twins term buys); `dau-wasserstein` is DAU whose
+attacker is the exact Wasserstein critic (`methods/dau/critic.py`) whatever the scenario, with that
+critic's own defaults (`methods/dau/config.py` CRITIC_DEFAULTS); `dau-condensed` is DAU whose
+cross-entropy term trains on the condensed retain set (faster if it keeps disparity); `multigan-r0.1` is
+Multi-GAN allowed to read a tenth of the retain set; `retrain` gets the preset's recipe. Rows that
+condense (`condensation`, `dau-condensed`) bypass the per-version condensed-set cache, so their seconds
+are what the first request against a model version pays, whatever ran before. Any other registered
+method name is a row with its default params, so methods added later appear in `--methods` without
+touching the bench.
 """
 
 from __future__ import annotations
@@ -51,27 +54,16 @@ def _dau(preset: Preset, seed: int) -> RowSpec:
     return RowSpec("dau", "dau", {"seed": seed})
 
 
+def _dau_samia(preset: Preset, seed: int) -> RowSpec:
+    return RowSpec("dau-samia", "dau", {"seed": seed, "critic": "samia"})
+
+
 def _dau_nobt(preset: Preset, seed: int) -> RowSpec:
     return RowSpec("dau-nobt", "dau", {"seed": seed, "lambda_bt": 0.0})
 
 
-WASSERSTEIN = {
-    "critic": "wasserstein",
-    "alpha": 1.5,
-    "iterations": 30,
-    "retain_distill": 5.0,
-    "max_grad_norm": 5.0,
-}
-"""DAU with the Wasserstein critic (`methods/dau/critic.py`) and the retain distillation term
-(`methods/dau/retain_term.py`). Chosen on the cpu preset, random scenario, seeds 0-2 (`bench/dau_sweep.py`,
-five sweeps): distillation alone trades forgetting for retain accuracy along one curve; what moved the
-disparity was distillation together with a larger step (alpha/retain_distill near 0.3, gradient clip 5):
-2.12 +- 0.73 against 2.86 +- 1.25 for the critic alone (alpha 0.3, clip 1). Seeds 3-5 confirm or refute it
-(`bench/results/cpu-distill-2026-12-01/`)."""
-
-
 def _dau_wasserstein(preset: Preset, seed: int) -> RowSpec:
-    return RowSpec("dau-wasserstein", "dau", {"seed": seed, **WASSERSTEIN})
+    return RowSpec("dau-wasserstein", "dau", {"seed": seed, "critic": "wasserstein"})
 
 
 def _dau_condensed(preset: Preset, seed: int) -> RowSpec:
@@ -90,6 +82,7 @@ SPECIAL_ROWS: dict[str, Callable[[Preset, int], RowSpec]] = {
     "retrain": _retrain,
     NOISE_FLOOR_ROW: _retrain_b,
     "dau": _dau,
+    "dau-samia": _dau_samia,
     "dau-nobt": _dau_nobt,
     "dau-wasserstein": _dau_wasserstein,
     "dau-condensed": _dau_condensed,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, Self, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -38,6 +38,12 @@ class MethodConfig(BaseModel):
         """Why this method, so configured, can never serve a request forgetting `forget_count` samples
         (whatever the attempt); None when it can. The API refuses such a request at POST."""
         return None
+
+    def for_forget_set(self, *, forget_count: int, class_wise: bool) -> Self:
+        """The config that plays on this forget set: `self`, unless the method chooses part of its game
+        by the set (DAU's `critic="auto"`). Runs and the worker's acceptance ladder call it first, so the
+        params a version records, and the budget the ladder scales, are those of the game that ran."""
+        return self
 
 
 @runtime_checkable

@@ -125,6 +125,9 @@ class Method(Generic[ConfigT]):
         progress: Progress,
         should_stop: ShouldStop,
     ) -> tuple[Classifier, dict[str, Any]]:
+        config = config.for_forget_set(
+            forget_count=len(splits.forget), class_wise=splits.forget_class is not None
+        )
         unlearned, info = self.unlearn(Job(model, splits, config, progress, should_stop))
         return finish(unlearned), info
 

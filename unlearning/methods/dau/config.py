@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,12 +25,29 @@ RetainSource = Literal["real", "condensed"]
   sample. Built once per model version and cached; building it counts towards DAU's run time."""
 
 
-Critic = Literal["samia", "wasserstein"]
+Critic = Literal["auto", "samia", "wasserstein"]
 """Who plays the attacker:
+- `auto` (the default): the Wasserstein critic for random forgetting of at least `small_set_below`
+  samples, SAMIA for a whole class and for a single sample, each with its own defaults
+  (CRITIC_DEFAULTS). Measured on the cpu preset (`bench/results/`): random 10%, disparity 2.12 +- 0.73
+  (seeds 0-2) and 2.31 +- 0.09 (seeds 3-5) for the critic against 4.07 +- 1.03 and 3.53 +- 1.63 for
+  SAMIA, at a fifth of SAMIA's time; class-wise, SAMIA 1.07 against 3.35 or worse for every critic
+  variant tried (seed 0): the critic's game does not restore retain accuracy after a class is gone.
 - `samia`: the paper's SAMIA, a transformer over softmax, sensitivity and label tokens, trained by
   gradient steps against the defender (`attacker.py`);
 - `wasserstein`: the optimal 1-Lipschitz critic of the logit-scaled confidence, solved exactly at every
   step (`critic.py`, `critic_game.py`)."""
+
+CRITIC_DEFAULTS: dict[Critic, dict[str, Any]] = {
+    "auto": {},
+    "samia": {},
+    "wasserstein": {"alpha": 1.5, "iterations": 30, "retain_distill": 5.0, "max_grad_norm": 5.0},
+}
+"""Each critic's own defaults where they differ from the field defaults (which are SAMIA's): a request
+naming `critic` alone gets the game tuned for it; a field it names itself wins. The Wasserstein game's
+were chosen on the cpu preset, random scenario, seeds 0-2, and confirmed on seeds 3-5
+(`bench/results/cpu-distill-2026-12-01/`): distillation together with a larger step (alpha/retain_distill
+near 0.3, gradient clip 5) moved the disparity, 2.12 +- 0.73 against 2.86 +- 1.25 for the critic alone."""
 
 SensitivityMethod = Literal["finite_difference", "jvp"]
 """How the attacker's sensitivity token is computed (`sensitivity.py`)."""
@@ -55,13 +72,18 @@ class DauConfig(MethodConfig):
     seed: int = Field(0, ge=0, description="Seeds batches, noise and the attacker's initialisation.")
 
     # The game.
-    critic: Critic = Field("samia", description="The attacker (Critic).")
+    critic: Critic = Field("auto", description="The attacker (Critic); auto picks it by the forget set.")
     critic_per_class: bool = Field(
         False,
         description="Wasserstein critic, random forgetting: match each class's forget samples to that "
         "class's non-members instead of the whole batch to the whole batch.",
     )
-    iterations: int = Field(80, ge=1, le=100_000, description="Budget of game iterations (defender steps).")
+    iterations: int = Field(
+        80,
+        ge=1,
+        le=100_000,
+        description="Budget of game iterations (defender steps). Wasserstein critic: 30 (CRITIC_DEFAULTS).",
+    )
     attacker_warmup: int = Field(
         60,
         ge=0,
@@ -78,7 +100,12 @@ class DauConfig(MethodConfig):
         description="Retain batch of the CE term; None = batch_size. Twice the forget batch: the retain "
         "term is what holds accuracy (cpu bench, class scenario: disparity 1.16 at 128, 0.75 at 256).",
     )
-    alpha: float = Field(3.0, ge=0, le=1000, description="Weight of the adversarial (membership) term.")
+    alpha: float = Field(
+        3.0,
+        ge=0,
+        le=1000,
+        description="Weight of the adversarial (membership) term. Wasserstein critic: 1.5 (CRITIC_DEFAULTS).",
+    )
     lambda_bt: float = Field(
         0.01,
         ge=0,
@@ -103,7 +130,7 @@ class DauConfig(MethodConfig):
         le=1e6,
         description="Clip the defender's gradient norm (None: no clipping). The attacker's gradient with "
         "respect to near-zero probabilities can be huge; unclipped it collapsed the cpu-bench model to one "
-        "class in the class scenario.",
+        "class in the class scenario. Wasserstein critic: 5.0 (CRITIC_DEFAULTS).",
     )
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0, le=1)
@@ -119,7 +146,7 @@ class DauConfig(MethodConfig):
         le=1000,
         description="Weight of the KL divergence from the original model's outputs on the retain batch, "
         "next to its cross-entropy (`retain_term.py`): holds the retain behaviour the adversarial term "
-        "erodes. 0: cross-entropy alone, as in the paper.",
+        "erodes. 0: cross-entropy alone, as in the paper. Wasserstein critic: 5.0 (CRITIC_DEFAULTS).",
     )
     distill_temperature: float = Field(
         2.0, gt=0, le=100, description="Softmax temperature of the retain distillation term."
@@ -220,6 +247,29 @@ class DauConfig(MethodConfig):
     )
 
     amp: bool = Field(True, description="bf16 autocast for the defender on CUDA (never on CPU).")
+
+    def for_forget_set(self, *, forget_count: int, class_wise: bool) -> Self:
+        """`critic="auto"` made concrete for this forget set (see Critic), with that critic's defaults
+        for the fields the params left out; any other critic as it is."""
+        if self.critic != "auto":
+            return self
+        critic = "wasserstein" if not class_wise and forget_count >= self.small_set_below else "samia"
+        return type(self).model_validate(
+            {**self.model_dump(exclude_unset=True), "critic": critic}, strict=False
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _critic_defaults(cls, data: Any) -> Any:
+        """Fill the named critic's own defaults (CRITIC_DEFAULTS) for the fields the params leave out.
+
+        They land in the params as if given, so a dump re-validates to the same game (the acceptance
+        ladder re-validates a dump with a larger budget: `methods/base.py` `escalated`)."""
+        if not isinstance(data, dict):
+            return data
+        critic = data.get("critic", cls.model_fields["critic"].default)
+        defaults = CRITIC_DEFAULTS.get(critic, {}) if isinstance(critic, str) else {}
+        return {**defaults, **data}
 
     @model_validator(mode="after")
     def _check(self) -> DauConfig:

@@ -188,6 +188,7 @@ class _Game:
                 break
         progress(1.0, "done")
         info = {
+            "critic": "samia",
             "iterations": iteration,
             "stop_reason": stop_reason,
             "seconds": self.clock.rounded(),
