@@ -38,8 +38,9 @@ from sqlalchemy import text
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-WARMUP_DAU = {**E2E_DAU, "attacker_warmup": 600}
-"""A warm-up of a few seconds: a window the test can hit by polling the request's stage."""
+WARMUP_DAU = {**E2E_DAU, "critic": "samia", "attacker_warmup": 600}
+"""A warm-up of a few seconds: a window the test can hit by polling the request's stage (the SAMIA game's:
+the default plays the Wasserstein critic on a random set, which has no warm-up)."""
 
 LONG_DAU = {**E2E_DAU, "iterations": 400, "eval_every": 100}
 """Several seconds of game: long enough to stay `running` while the test breaks something."""
