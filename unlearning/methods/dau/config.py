@@ -29,10 +29,10 @@ Critic = Literal["auto", "samia", "wasserstein"]
 """Who plays the attacker:
 - `auto` (the default): the Wasserstein critic for random forgetting of at least `small_set_below`
   samples, SAMIA for a whole class and for a single sample, each with its own defaults
-  (CRITIC_DEFAULTS). Measured on the cpu preset (`bench/results/`): random 10%, disparity 2.12 +- 0.73
-  (seeds 0-2) and 2.31 +- 0.09 (seeds 3-5) for the critic against 4.07 +- 1.03 and 3.53 +- 1.63 for
-  SAMIA, at a fifth of SAMIA's time; class-wise, SAMIA 1.07 against 3.35 or worse for every critic
-  variant tried (seed 0): the critic's game does not restore retain accuracy after a class is gone.
+  (CRITIC_DEFAULTS). Random 10% on the cpu preset, seeds 3-5: the critic 2.31 +- 0.09 against SAMIA's
+  3.53 +- 1.63 at a fifth of its time; class-wise, seed 0: SAMIA 1.07 against 3.35 or worse for every
+  critic variant tried, whose game does not restore retain accuracy once a class is gone
+  (`bench/results/cpu-2026-12-02/`).
 - `samia`: the paper's SAMIA, a transformer over softmax, sensitivity and label tokens, trained by
   gradient steps against the defender (`attacker.py`);
 - `wasserstein`: the optimal 1-Lipschitz critic of the logit-scaled confidence, solved exactly at every
