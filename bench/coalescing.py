@@ -86,7 +86,7 @@ def _post(settings: Any, model_id: str, groups: list[list[str]]) -> None:
                 due_at=received + timedelta(days=30),
                 request_hash=hashlib.sha256(json.dumps(sample_ids).encode()).hexdigest(),
             )
-            lifecycle.request_received(session, request, received_at=received, actor="bench", data={})
+            lifecycle.requests_received(session, [request], received_at=received)
 
 
 def _serve(settings: Any, checkpoint: Path, dataset_id: str, groups: list[list[str]]) -> dict[str, Any]:

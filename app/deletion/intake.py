@@ -12,7 +12,7 @@ The database answers for all the items of a model at once:
   active request that holds it (`pending_items`, primary key (model, kind, item)), plus the model's
   pending classes.
 
-Accepted items are stored through `core.lifecycle.request_received` with their `pending_items` rows,
+Accepted items are stored through `core.lifecycle.requests_received` with their `pending_items` rows,
 inserted in key order (two writers never wait on each other in opposite orders). A concurrent request that
 took the same ids first makes that insert fail (IntegrityError): the caller rolls back and checks again,
 and the ids are then reported as pending.
@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Integer, String, any_, bindparam, exists, insert, literal, null, select, union_all
+from sqlalchemy import Integer, String, any_, bindparam, exists, literal, null, select, union_all
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,7 @@ from app.deletion.schemas import DeletionRequestCreate
 from app.errors import ErrorItem, ProblemError, error_item, invalid, problem_from_validation
 from core import lifecycle
 from core.db.audit import canonical_json, defer_audit
+from core.db.bulk import insert_rows
 from core.db.models import (
     PENDING_CLASS,
     PENDING_SAMPLE,
@@ -425,62 +426,29 @@ def check_items(
 # -- storing ------------------------------------------------------------------------------------------
 
 
-class _FlushAtTheEnd:
-    """The session as `core.lifecycle.request_received` sees it while many requests are stored: its
-    `flush()` waits for the one flush `store_accepted` makes after the last of them (one INSERT for all);
-    everything else is the session's own (a query still autoflushes first)."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-
-    def flush(self) -> None:
-        pass
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._session, name)
-
-
 def store_accepted(session: Session, accepted: Sequence[Accepted]) -> None:
-    """Store each accepted item as a queued request (`core.lifecycle.request_received`; the audit events
-    are chained when the caller commits) and the pending rows of all of them. The caller commits."""
+    """Store the accepted items as queued requests (`core.lifecycle.requests_received`, one bulk insert;
+    their audit events are chained when the caller commits) and the pending rows of all of them, in key
+    order. The caller commits."""
     defer_audit(session)
-    view: Any = _FlushAtTheEnd(session)
     now = utcnow()
     rows: list[dict[str, str]] = []
     for item in accepted:
         body = item.body
-        request_hash = body_hash(body)
-        request = DeletionRequest(
+        item.request = DeletionRequest(
             id=new_id("req"),
             **body.model_dump(mode="json", exclude={"class_"}),  # each body field is the column of its name
             kind=item.kind,
             forget_class=item.forget_class,
             due_at=add_one_month(now),
             idempotency_key=item.idempotency_key,
-            request_hash=request_hash,
+            request_hash=body_hash(body),
             api_key_id=item.actor,
         )
-        lifecycle.request_received(
-            view,
-            request,
-            received_at=now,
-            actor=item.actor,
-            data={
-                "kind": item.kind.value,
-                "sample_count": len(body.sample_ids) if body.sample_ids else None,
-                "class": item.forget_class,
-                "method": body.method,
-                "external_ref": body.external_ref,
-                "due_at": request.due_at.isoformat(),
-                "request_hash": request_hash,
-            },
-        )
-        item.request = request
         rows += [
-            {"model_id": request.model_id, "kind": kind, "item": key, "request_id": request.id}
+            {"model_id": body.model_id, "kind": kind, "item": key, "request_id": item.request.id}
             for kind, key in item.pending
         ]
-    session.flush()
-    if rows:
-        rows.sort(key=lambda row: (row["model_id"], row["kind"], row["item"]))
-        session.connection().execute(insert(PendingItem.__table__), rows)
+    lifecycle.requests_received(session, [item.request for item in accepted if item.request], received_at=now)
+    rows.sort(key=lambda row: (row["model_id"], row["kind"], row["item"]))
+    insert_rows(session.connection(), PendingItem.__table__, rows)

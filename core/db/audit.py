@@ -17,9 +17,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
+from core.db.bulk import insert_rows
 from core.db.models import AuditEvent, utcnow
 from core.evidence import EVENT_FIELDS, GENESIS_HASH, canonical_json, event_hash
 
@@ -104,7 +105,7 @@ def _chain_deferred(session: Session) -> None:
     for row in staged:
         row["prev_hash"] = previous
         row["hash"] = previous = event_hash({**row, "created_at": _iso(row["created_at"])})
-    session.connection().execute(insert(AuditEvent.__table__), staged)
+    insert_rows(session.connection(), AuditEvent.__table__, staged)
     staged.clear()
 
 

@@ -30,10 +30,10 @@ from core.lifecycle.requests import (
     request_cancel_requested,
     request_cancelled,
     request_failed,
-    request_received,
     request_requeued,
     request_started,
     request_succeeded,
+    requests_received,
 )
 from core.lifecycle.tables import (
     JOB_TRANSITIONS,
@@ -64,7 +64,7 @@ __all__ = [
     "request_cancel_requested",
     "request_cancelled",
     "request_failed",
-    "request_received",
+    "requests_received",
     "request_requeued",
     "request_started",
     "request_succeeded",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -9,10 +10,12 @@ from sqlalchemy.orm import Session
 
 from core.callbacks import owe_callback
 from core.db.audit import AuditEventType, append_audit_event
+from core.db.bulk import add_inserted
 from core.db.models import (
     DeletionRequest,
     Job,
     ModelVersion,
+    RequestKind,
     RequestStatus,
 )
 from core.lifecycle.tables import (
@@ -60,22 +63,28 @@ def _event(
     )
 
 
-def request_received(
-    session: Session,
-    request: DeletionRequest,
-    *,
-    received_at: datetime,
-    actor: str | None,
-    data: dict[str, Any],
-) -> DeletionRequest:
-    """A validated request enters the queue (the API's only write on creation)."""
-    check(REQUEST_TRANSITIONS, "deletion request", request.id, request.status, Q)
-    request.status, request.progress, request.received_at = Q, 0.0, received_at
-    session.add(request)
-    owe_callback(request)
-    session.flush()
-    _event(session, request, AuditEventType.request_received, actor, data=data)
-    return request
+def requests_received(
+    session: Session, requests: Sequence[DeletionRequest], *, received_at: datetime
+) -> None:
+    """Validated requests enter the queue (the API's only write on creation): stored with one bulk insert
+    (`core.db.bulk`), each with its `request.received` event, its actor the request's API key."""
+    for request in requests:
+        check(REQUEST_TRANSITIONS, "deletion request", request.id, request.status, Q)
+    for request in requests:
+        request.status, request.progress, request.received_at = Q, 0.0, received_at
+    add_inserted(session, requests)
+    for request in requests:
+        owe_callback(request)
+        data = {
+            "kind": RequestKind(request.kind).value,
+            "sample_count": len(request.sample_ids) if request.sample_ids else None,
+            "class": request.forget_class,
+            "method": request.method,
+            "external_ref": request.external_ref,
+            "due_at": request.due_at.isoformat(),
+            "request_hash": request.request_hash,
+        }
+        _event(session, request, AuditEventType.request_received, request.api_key_id, data=data)
 
 
 def request_started(request: DeletionRequest, job: Job, now: datetime) -> None:

@@ -18,7 +18,7 @@ Q, R, S, F, C = (
     RequestStatus.cancelled,
 )
 REQUEST_TRANSITIONS: Mapping[tuple[RequestStatus | None, RequestStatus], str] = {
-    (None, Q): "request_received",
+    (None, Q): "requests_received",
     (Q, R): "request_started",
     (R, R): "request_started",  # its job was taken over from a worker whose heartbeat went stale
     (Q, C): "request_cancelled",

@@ -106,22 +106,17 @@ def new_requests(settings: Any, model_id: str, url: str, count: int = 1) -> list
     now = utcnow()
     with session_scope(settings.database_url) as session:
         requests = [
-            lifecycle.request_received(
-                session,
-                DeletionRequest(
-                    model_id=model_id,
-                    kind=RequestKind.class_,
-                    forget_class=index,
-                    due_at=now + timedelta(days=30),
-                    request_hash="0" * 64,
-                    callback_url=url,
-                ),
-                received_at=now,
-                actor="test",
-                data={},
+            DeletionRequest(
+                model_id=model_id,
+                kind=RequestKind.class_,
+                forget_class=index,
+                due_at=now + timedelta(days=30),
+                request_hash="0" * 64,
+                callback_url=url,
             )
             for index in range(count)
         ]
+        lifecycle.requests_received(session, requests, received_at=now)
         return [request.id for request in requests]
 
 

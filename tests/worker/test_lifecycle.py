@@ -38,7 +38,7 @@ def _request_move(
     job = lifecycle.job_created(session, seeded.model_id, JobKind.unlearn)
     moves: dict[RequestStatus, Callable[[DeletionRequest], Any]] = {
         RequestStatus.queued: lambda r: (
-            lifecycle.request_received(session, r, received_at=NOW, actor="t", data={})
+            lifecycle.requests_received(session, [r], received_at=NOW)
             if r.status is None
             else lifecycle.request_requeued(r, "requeued", keep_job=True)
         ),
