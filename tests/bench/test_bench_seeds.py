@@ -91,3 +91,14 @@ def test_dau_wasserstein_is_dau_with_the_critic_and_its_own_alpha() -> None:
     config = parse_params(spec.method, spec.params)
     assert spec.method == "dau" and config.critic == "wasserstein"  # type: ignore[attr-defined]
     assert config.seed == 2 and config.alpha < parse_params("dau", {}).alpha  # type: ignore[attr-defined]
+
+
+def test_on_a_pruned_original_retrain_b_keeps_the_initialisation_the_mask_came_from() -> None:
+    preset = get_preset("cpu")
+    dense, sparse = row_spec(NOISE_FLOOR_ROW, preset, 3), row_spec(NOISE_FLOOR_ROW, preset, 3, sparse=True)
+    assert "init_seed" not in dense.params
+    assert sparse.params == {
+        **dense.params,
+        "init_seed": row_spec("retrain", preset, 3).params["recipe"]["seed"],
+    }
+    assert sparse.params["recipe"]["seed"] != sparse.params["init_seed"]

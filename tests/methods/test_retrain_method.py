@@ -57,3 +57,30 @@ def test_retrain_keeps_pruning_masks_and_can_be_cancelled() -> None:
         get_method("retrain").run(
             problem.model, problem.random_splits, config, lambda f, s: None, stop_after(2)
         )
+
+
+def test_init_seed_sets_the_initialisation_and_the_recipe_seed_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    problem = memorising_problem()
+    initial: dict[tuple[int, int | None], dict[str, torch.Tensor]] = {}
+    real_train_model = retrain_module.train_model
+
+    def run(recipe_seed: int, init_seed: int | None) -> None:
+        def spy(model, data, recipe, **kwargs):  # type: ignore[no-untyped-def]
+            initial[(recipe_seed, init_seed)] = snapshot(model)
+            return real_train_model(model, data, recipe, **kwargs)
+
+        monkeypatch.setattr(retrain_module, "train_model", spy)
+        recipe = {"epochs": 1, "batch_size": 64, "augment": False, "seed": recipe_seed}
+        config = parse_params("retrain", {"recipe": recipe, "init_seed": init_seed})
+        get_method("retrain").run(
+            problem.model, problem.random_splits, config, lambda f, s: None, lambda: False
+        )
+
+    run(1, None)
+    run(2, 1)
+    run(2, None)
+    same = initial[(1, None)], initial[(2, 1)]
+    assert all(torch.equal(same[0][name], same[1][name]) for name in same[0])
+    assert not torch.equal(initial[(2, None)]["body.1.weight"], same[0]["body.1.weight"])

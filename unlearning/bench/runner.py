@@ -105,7 +105,7 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None) -> BenchR
     reference: RowResult | None = None
     reference_note = None
     for name in options.methods:
-        spec = row_spec(name, preset, options.seed)
+        spec = row_spec(name, preset, options.seed, sparse=options.sparsity is not None)
         if name == REFERENCE_ROW:
             measured, cached = retrain_reference(spec, original.model, splits, preset, options, reporter)
             if cached:

@@ -28,7 +28,7 @@ class Retrain(Method[RetrainConfig]):
         recipe, retain = job.config.recipe, job.splits.retain
         with job.clock.stage("train"):
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(recipe.seed)
+                torch.manual_seed(recipe.seed if job.config.init_seed is None else job.config.init_seed)
                 fresh = build_model(job.model.spec)
             fresh.set_masks({name: mask.cpu() for name, mask in job.model.masks.items()})
             trained = train_model(

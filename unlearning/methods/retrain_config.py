@@ -18,6 +18,14 @@ class RetrainConfig(MethodConfig):
         default_factory=TrainRecipe,
         description="The base training recipe; callers pass the one the original model was trained with.",
     )
+    init_seed: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Seed of the fresh initialisation (default: the recipe's seed, as the original was trained). A "
+            "pruned model's mask was found from its initialisation, so a retrain of it keeps that one."
+        ),
+    )
 
     @model_validator(mode="after")
     def _refuse_absurd(self) -> RetrainConfig:
