@@ -11,7 +11,7 @@ from memorising_problem import memorising_problem, one_thread, snapshot  # noqa:
 
 from unlearning.methods import get_method, parse_params
 from unlearning.methods.base import escalated
-from unlearning.methods.dau.config import CRITIC_DEFAULTS, DauConfig
+from unlearning.methods.dau.config import CLASS_GAME_DEFAULTS, CRITIC_DEFAULTS, DauConfig
 from unlearning.methods.dau.critic import classwise_wasserstein, label_margin, wasserstein_1d
 from unlearning.methods.dau.retain_term import RetainTerm
 from unlearning.training import accuracy
@@ -80,6 +80,21 @@ def test_auto_plays_the_critic_for_random_sets_and_samia_for_classes_and_single_
         assert (samia.critic, samia.iterations, samia.alpha) == ("samia", 80, 2.0)
     named = parse_params("dau", {"critic": "samia"})
     assert named.for_forget_set(forget_count=500, class_wise=False) is named
+
+
+def test_auto_plays_a_class_with_the_class_game_and_named_fields_win() -> None:
+    auto = parse_params("dau", {"update_fraction": 0.75})
+    assert isinstance(auto, DauConfig)
+    game = auto.for_forget_set(forget_count=500, class_wise=True)
+    assert game.update_fraction == 0.75  # named in the params
+    others = {name: value for name, value in CLASS_GAME_DEFAULTS.items() if name != "update_fraction"}
+    assert {name: getattr(game, name) for name in others} == others
+    assert any(DauConfig.model_fields[name].default != value for name, value in others.items())
+    single = auto.for_forget_set(forget_count=1, class_wise=False)  # SAMIA too, but not a class's game
+    assert {name: getattr(single, name) for name in others} != others
+    larger = escalated(game)
+    assert isinstance(larger, DauConfig)
+    assert larger.model_dump(exclude={"iterations"}) == game.model_dump(exclude={"iterations"})
 
 
 def test_the_critic_game_records_which_critic_played() -> None:

@@ -29,10 +29,10 @@ Critic = Literal["auto", "samia", "wasserstein"]
 """Who plays the attacker:
 - `auto` (the default): the Wasserstein critic for random forgetting of at least `small_set_below`
   samples, SAMIA for a whole class and for a single sample, each with its own defaults
-  (CRITIC_DEFAULTS). Random 10% on the cpu preset, seeds 3-5: the critic 2.31 +- 0.09 against SAMIA's
-  3.53 +- 1.63 at a fifth of its time; class-wise, seed 0: SAMIA 1.07 against 3.35 or worse for every
-  critic variant tried, whose game does not restore retain accuracy once a class is gone
-  (`bench/results/cpu-2026-12-02/`).
+  (CRITIC_DEFAULTS; for a class, CLASS_GAME_DEFAULTS). Random 10% on the cpu preset, seeds 3-5: the
+  critic 2.31 +- 0.09 against SAMIA's 3.53 +- 1.63 at a fifth of its time; class-wise, seed 0: SAMIA
+  1.07 against 3.35 or worse for every critic variant tried, whose game does not restore retain accuracy
+  once a class is gone (`bench/results/cpu-2026-12-02/`).
 - `samia`: the paper's SAMIA, a transformer over softmax, sensitivity and label tokens, trained by
   gradient steps against the defender (`attacker.py`);
 - `wasserstein`: the optimal 1-Lipschitz critic of the logit-scaled confidence, solved exactly at every
@@ -48,6 +48,21 @@ naming `critic` alone gets the game tuned for it; a field it names itself wins. 
 were chosen on the cpu preset, random scenario, seeds 0-2, and confirmed on seeds 3-5
 (`bench/results/cpu-distill-2026-12-01/`): distillation together with a larger step (alpha/retain_distill
 near 0.3, gradient clip 5) moved the disparity, 2.12 +- 0.73 against 2.86 +- 1.25 for the critic alone."""
+
+CLASS_GAME_DEFAULTS: dict[str, Any] = {
+    "update_fraction": 0.5,
+    "attacker_warmup": 20,
+    "class_alpha_iterations": 10,
+    "eval_every": 5,
+}
+"""What `auto` plays for a whole class, where it differs from the field defaults (SAMIA's game): the
+defender updates the last half of the weights only, the attacker warms up for 20 steps, and alpha can drop
+from iteration 10 with held-out checks every 5. Forgetting a class is a matter of the late layers: with the
+early ones frozen, retain accuracy barely falls, so the restore phase that took a third of the run is over
+at its first check, and each step's backward pass stops halfway. Chosen on the cpu preset, class scenario,
+seeds 0-2 (0.87 +- 0.20 at 5.9 s against the field defaults' 1.05 +- 0.09 at 26.1 s, retrain 114 s);
+confirmed on seeds 3-5: dense 0.50 +- 0.09 at 0.077 of a retrain (the field defaults: 0.81 +- 0.46 at
+0.18), 95% sparse 0.36 +- 0.24 at 0.083 (0.42 +- 0.24 at 0.21) (`bench/results/cpu-2026-12-02/`)."""
 
 SensitivityMethod = Literal["finite_difference", "jvp"]
 """How the attacker's sensitivity token is computed (`sensitivity.py`)."""
@@ -250,12 +265,14 @@ class DauConfig(MethodConfig):
 
     def for_forget_set(self, *, forget_count: int, class_wise: bool) -> Self:
         """`critic="auto"` made concrete for this forget set (see Critic), with that critic's defaults
-        for the fields the params left out; any other critic as it is."""
+        (and, for a class, CLASS_GAME_DEFAULTS) for the fields the params left out; any other critic as
+        it is."""
         if self.critic != "auto":
             return self
         critic = "wasserstein" if not class_wise and forget_count >= self.small_set_below else "samia"
+        game = CLASS_GAME_DEFAULTS if class_wise else {}
         return type(self).model_validate(
-            {**self.model_dump(exclude_unset=True), "critic": critic}, strict=False
+            {**game, **self.model_dump(exclude_unset=True), "critic": critic}, strict=False
         )
 
     @model_validator(mode="before")
