@@ -106,7 +106,7 @@ def test_the_defender_step_is_clipped_and_its_learning_rate_decays() -> None:
         model, info, _ = run_dau(
             splits, iterations=10, stop_patience=100, weight_decay=0.0, momentum=0.0, **params
         )
-        return float((torch.nn.utils.parameters_to_vector(model.parameters()) - start).norm()), info
+        return float((torch.nn.utils.parameters_to_vector(model.parameters()) - start).detach().norm()), info
 
     tiny, info = moved(max_grad_norm=1e-6, lr_decay=False)
     free, free_info = moved(max_grad_norm=None, lr_decay=False)
