@@ -432,6 +432,7 @@ def store_accepted(session: Session, accepted: Sequence[Accepted]) -> None:
     order. The caller commits."""
     defer_audit(session)
     now = utcnow()
+    requests: list[DeletionRequest] = []
     rows: list[dict[str, str]] = []
     for item in accepted:
         body = item.body
@@ -445,10 +446,11 @@ def store_accepted(session: Session, accepted: Sequence[Accepted]) -> None:
             request_hash=body_hash(body),
             api_key_id=item.actor,
         )
+        requests.append(item.request)
         rows += [
             {"model_id": body.model_id, "kind": kind, "item": key, "request_id": item.request.id}
             for kind, key in item.pending
         ]
-    lifecycle.requests_received(session, [item.request for item in accepted if item.request], received_at=now)
+    lifecycle.requests_received(session, requests, received_at=now)
     rows.sort(key=lambda row: (row["model_id"], row["kind"], row["item"]))
     insert_rows(session.connection(), PendingItem.__table__, rows)

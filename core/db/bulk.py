@@ -66,6 +66,25 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str
         ) from error
 
 
+def _unset_fill(table: Table, column: Column[Any]) -> Callable[[], Any] | None:
+    """What an object that leaves `column` unset stores: its Python-side default (a callable giving the
+    value), or None for NULL. An SQL-side default would not be read back, so it is refused when used."""
+    default = column.default
+    if column.server_default is not None or (
+        default is not None and not (default.is_scalar or default.is_callable)
+    ):
+
+        def refuse() -> Any:
+            raise ValueError(f"{table.name}.{column.name} has an SQL-side default: use the session")
+
+        return refuse
+    if default is None:
+        return None
+    if default.is_scalar:
+        return lambda: default.arg  # type: ignore[attr-defined]
+    return lambda: default.arg(None)  # type: ignore[attr-defined]
+
+
 def add_inserted(session: Session, objects: Sequence[Any]) -> None:
     """Insert new objects of one mapped class (primary keys set) with `insert_rows`, then attach them to
     `session` as persistent and unchanged. A column the object leaves unset takes its Python-side default
@@ -76,7 +95,10 @@ def add_inserted(session: Session, objects: Sequence[Any]) -> None:
     mapper = inspect(type(objects[0]))
     table = mapper.local_table
     assert isinstance(table, Table)
-    attributes = [(column, mapper.get_property_by_column(column).key) for column in table.columns]
+    columns = [
+        (column.name, mapper.get_property_by_column(column).key, _unset_fill(table, column))
+        for column in table.columns
+    ]
     rows: list[dict[str, Any]] = []
     for obj in objects:
         if type(obj) is not mapper.class_:
@@ -85,19 +107,13 @@ def add_inserted(session: Session, objects: Sequence[Any]) -> None:
         if not state.transient:
             raise ValueError(f"{obj!r} is not new")
         row: dict[str, Any] = {}
-        for column, key in attributes:
+        for name, key, fill in columns:
             if key in state.dict:
-                row[column.name] = state.dict[key]
+                row[name] = state.dict[key]
                 continue
-            default = column.default
-            if column.server_default is not None or (
-                default is not None and not (default.is_scalar or default.is_callable)
-            ):
-                raise ValueError(f"{table.name}.{column.name} has an SQL-side default: use the session")
             value = None
-            if default is not None:
-                value = default.arg if default.is_scalar else default.arg(None)  # type: ignore[attr-defined]
-                row[column.name] = value
+            if fill is not None:
+                value = row[name] = fill()
             set_committed_value(obj, key, value)
         rows.append(row)
     keys = rows[0].keys()
