@@ -155,12 +155,6 @@ class DauConfig(MethodConfig):
         le=1,
         description="Share of the weights (the last layers') the defender updates; earlier ones stay frozen.",
     )
-    project_adversarial: bool = Field(
-        False,
-        description="Wasserstein critic: drop the adversarial gradient's component against the retain "
-        "term's gradient where they conflict (PCGrad): forgetting moves only where it costs the retain "
-        "batch nothing to first order.",
-    )
     retain_distill: float = Field(
         0.0,
         ge=0,

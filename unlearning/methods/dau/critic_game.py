@@ -167,10 +167,6 @@ class CriticGame:
                 critic = classwise_wasserstein(phi_f, member_labels, phi_v, nonmember_labels)
             else:
                 critic = wasserstein_1d(phi_f, phi_v)
-            if config.project_adversarial:
-                bt = self.lambda_bt * barlow_twins_loss(z_f, z_v, config.bt_off_diagonal)
-                self.step(loss, alpha * critic + bt)
-                return
             loss = loss + alpha * critic
         if self.lambda_bt > 0:
             loss = loss + self.lambda_bt * barlow_twins_loss(z_f, z_v, config.bt_off_diagonal)

@@ -26,26 +26,10 @@ class DefenderStep:
         self.max_grad_norm = torch.zeros((), device=device)
         """Largest defender gradient norm before clipping, kept on the device (no sync per iteration)."""
 
-    def __call__(self, loss: torch.Tensor, adversarial: torch.Tensor | None = None) -> None:
-        """One step on `loss`; with `adversarial`, one on loss + adversarial whose adversarial gradient
-        loses its component against the gradient of `loss` (the retain term) where the two conflict."""
-        if adversarial is None:
-            loss.backward()
-        else:
-            self._project(loss, adversarial)
+    def __call__(self, loss: torch.Tensor) -> None:
+        loss.backward()
         self.defender.mask_gradients()
         norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.max_norm)
         self.max_grad_norm = torch.maximum(self.max_grad_norm, norm.detach())
         optimiser_step(self.optimiser, self.defender)
         self.schedule.step()
-
-    def _project(self, retain: torch.Tensor, adversarial: torch.Tensor) -> None:
-        g_r = torch.autograd.grad(retain, self.trainable, retain_graph=True, allow_unused=True)
-        g_a = torch.autograd.grad(adversarial, self.trainable, allow_unused=True)
-        g_r = [torch.zeros_like(p) if g is None else g for p, g in zip(self.trainable, g_r, strict=True)]
-        g_a = [torch.zeros_like(p) if g is None else g for p, g in zip(self.trainable, g_a, strict=True)]
-        dot = sum((r * a).sum() for r, a in zip(g_r, g_a, strict=True))
-        norm = sum((r * r).sum() for r in g_r)
-        scale = torch.clamp(dot / norm.clamp_min(1e-12), max=0.0)
-        for param, r, a in zip(self.trainable, g_r, g_a, strict=True):
-            param.grad = r + a - scale * r
