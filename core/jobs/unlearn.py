@@ -52,7 +52,7 @@ def run_unlearn(claim: JobClaim, runtime: JobRuntime, store: ArtifactStore) -> U
         raise PermanentJobError("every sample ID of the job is already forgotten")
     splits = splits_for(dataset, claim, forget_ids=claim.forget_ids, excluded=claim.tombstones)
     config = config.for_forget_set(
-        forget_count=len(splits.forget), class_wise=splits.forget_class is not None
+        forget_count=len(splits.forget), class_wise=splits.forget_class is not None, pruned=bool(parent.masks)
     )
     clock.lap("load")
 

@@ -11,8 +11,15 @@ from memorising_problem import memorising_problem, one_thread, snapshot  # noqa:
 
 from unlearning.methods import get_method, parse_params
 from unlearning.methods.base import escalated
-from unlearning.methods.dau.config import CLASS_GAME_DEFAULTS, CRITIC_DEFAULTS, DauConfig
+from unlearning.methods.common import StageClock
+from unlearning.methods.dau.config import (
+    CLASS_GAME_DEFAULTS,
+    CRITIC_DEFAULTS,
+    RANDOM_GAME_DEFAULTS,
+    DauConfig,
+)
 from unlearning.methods.dau.critic import classwise_wasserstein, label_margin, wasserstein_1d
+from unlearning.methods.dau.critic_game import CriticGame
 from unlearning.methods.dau.retain_term import RetainTerm
 from unlearning.training import accuracy
 
@@ -71,10 +78,11 @@ def test_the_acceptance_ladder_keeps_the_critics_defaults_and_doubles_its_budget
 def test_auto_plays_the_critic_for_random_sets_and_samia_for_classes_and_single_samples() -> None:
     auto = parse_params("dau", {"lr": 0.02, "alpha": 2.0})
     assert isinstance(auto, DauConfig) and auto.critic == "auto"
-    random = auto.for_forget_set(forget_count=500, class_wise=False)
+    random = auto.for_forget_set(forget_count=500, class_wise=False, pruned=True)
     assert random.critic == "wasserstein"
     assert (random.lr, random.alpha) == (0.02, 2.0)  # what the params named stays
     assert (random.iterations, random.retain_distill) == (30, 5.0)  # the rest is the critic's defaults
+    assert random.warm_start == "none"
     for count, class_wise in ((500, True), (1, False)):
         samia = auto.for_forget_set(forget_count=count, class_wise=class_wise)
         assert (samia.critic, samia.iterations, samia.alpha) == ("samia", 80, 2.0)
@@ -95,6 +103,76 @@ def test_auto_plays_a_class_with_the_class_game_and_named_fields_win() -> None:
     larger = escalated(game)
     assert isinstance(larger, DauConfig)
     assert larger.model_dump(exclude={"iterations"}) == game.model_dump(exclude={"iterations"})
+
+
+def test_auto_starts_random_forgetting_on_a_dense_model_from_the_influence_step() -> None:
+    auto = parse_params("dau", {"iterations": 40, "warm_start_from": 500})
+    assert isinstance(auto, DauConfig)
+    dense = auto.for_forget_set(forget_count=500, class_wise=False)
+    assert (dense.critic, dense.warm_start, dense.iterations) == (
+        "wasserstein",
+        "influence",
+        40,
+    )  # named wins
+    unnamed = parse_params("dau", {}).for_forget_set(forget_count=1000, class_wise=False)
+    assert {name: getattr(unnamed, name) for name in RANDOM_GAME_DEFAULTS} == RANDOM_GAME_DEFAULTS
+    assert (
+        dense.retain_distill == CRITIC_DEFAULTS["wasserstein"]["retain_distill"]
+    )  # on the critic's defaults
+    for kwargs in ({"pruned": True}, {"class_wise": True}, {"forget_count": 1}, {"forget_count": 499}):
+        cold = auto.for_forget_set(**{"forget_count": 500, "class_wise": False, **kwargs})  # type: ignore[arg-type]
+        assert cold.warm_start == "none", kwargs
+    assert parse_params("dau", {}).for_forget_set(forget_count=999, class_wise=False).warm_start == "none"
+    named = parse_params("dau", {"critic": "wasserstein"})
+    assert named.for_forget_set(forget_count=5000, class_wise=False).warm_start == "none"  # the cold game
+    larger = escalated(unnamed)
+    assert isinstance(larger, DauConfig) and larger.warm_start == "influence"
+
+
+def test_a_warm_started_game_plays_from_the_step_and_distils_toward_the_original() -> None:
+    problem = memorising_problem()
+    moved = copy.deepcopy(problem.model)
+    with torch.no_grad():
+        for parameter in moved.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    config = parse_params("dau", {"critic": "wasserstein"})
+    splits = problem.random_splits
+    game = CriticGame(
+        moved, splits, splits.retain, config, torch.device("cpu"), StageClock(), teacher=problem.model
+    )
+    teacher = game.retain_term.teacher
+    assert teacher is not None
+    original, start = problem.model.state_dict(), moved.state_dict()
+    assert all(torch.equal(value, original[name]) for name, value in teacher.state_dict().items())
+    assert all(torch.equal(value, start[name]) for name, value in game.defender.state_dict().items())
+
+
+def test_the_influence_warm_start_runs_ius_step_within_its_memory_cap() -> None:
+    problem = memorising_problem()
+    size = sum(parameter.numel() for parameter in problem.model.parameters())
+    cap = 40  # retain gradients that fit in warm_start_gib
+    params = {"warm_start": "influence", "warm_start_gib": (cap + 0.5) * 4 * size / 2**30, "iterations": 2}
+    before = snapshot(problem.model)
+    model, info = get_method("dau").run(
+        problem.model, problem.random_splits, parse_params("dau", params), lambda f, s: None, lambda: False
+    )
+    warm = info["warm_start"]
+    assert warm["method"] == "iu" and warm["eta"] > 0
+    assert warm["memory_cap_samples"] == cap and warm["retain_samples"] == cap
+    assert {"direction", "step_search", "game"} <= set(info["seconds"])
+    assert accuracy(model, problem.random_splits.forget) < accuracy(
+        problem.model, problem.random_splits.forget
+    )
+    assert all(torch.equal(before[name], value) for name, value in problem.model.state_dict().items())
+    _, cold = get_method("dau").run(
+        problem.model,
+        problem.random_splits,
+        parse_params("dau", {"critic": "wasserstein", "iterations": 2}),
+        lambda f, s: None,
+        lambda: False,
+    )
+    assert cold["warm_start"] is None
+    json.dumps(info)
 
 
 def test_the_critic_game_records_which_critic_played() -> None:

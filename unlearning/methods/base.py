@@ -39,10 +39,11 @@ class MethodConfig(BaseModel):
         (whatever the attempt); None when it can. The API refuses such a request at POST."""
         return None
 
-    def for_forget_set(self, *, forget_count: int, class_wise: bool) -> Self:
-        """The config that plays on this forget set: `self`, unless the method chooses part of its game
-        by the set (DAU's `critic="auto"`). Runs and the worker's acceptance ladder call it first, so the
-        params a version records, and the budget the ladder scales, are those of the game that ran."""
+    def for_forget_set(self, *, forget_count: int, class_wise: bool, pruned: bool = False) -> Self:
+        """The config that plays on this forget set (of a pruned model or not): `self`, unless the method
+        chooses part of its game by the set (DAU's `critic="auto"`). Runs and the worker's acceptance
+        ladder call it first, so the params a version records, and the budget the ladder scales, are
+        those of the game that ran."""
         return self
 
 

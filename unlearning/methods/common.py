@@ -126,7 +126,9 @@ class Method(Generic[ConfigT]):
         should_stop: ShouldStop,
     ) -> tuple[Classifier, dict[str, Any]]:
         config = config.for_forget_set(
-            forget_count=len(splits.forget), class_wise=splits.forget_class is not None
+            forget_count=len(splits.forget),
+            class_wise=splits.forget_class is not None,
+            pruned=bool(model.masks),
         )
         unlearned, info = self.unlearn(Job(model, splits, config, progress, should_stop))
         return finish(unlearned), info

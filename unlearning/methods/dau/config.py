@@ -64,6 +64,21 @@ seeds 0-2 (0.87 +- 0.20 at 5.9 s against the field defaults' 1.05 +- 0.09 at 26.
 confirmed on seeds 3-5: dense 0.50 +- 0.09 at 0.077 of a retrain (the field defaults: 0.81 +- 0.46 at
 0.18), 95% sparse 0.36 +- 0.24 at 0.083 (0.42 +- 0.24 at 0.21) (`bench/results/cpu-2026-12-02/`)."""
 
+RANDOM_GAME_DEFAULTS: dict[str, Any] = {"warm_start": "influence", "iterations": 15}
+"""What `auto` plays for random forgetting on a dense model, on top of the critic's defaults: the game starts
+from IU's step (`warm_start.py`) and, with most of the way already behind it, gets 15 iterations. Chosen
+on the cpu preset, random 10%, seeds 0-2 (1.70 +- 0.83 at 10.1 s; 30 iterations 1.56 +- 0.56 at 15.2 s,
+over a tenth of a retrain; the cold game 2.12 +- 0.73 and IU alone 2.18 +- 0.58 on the same seeds, both
+behind it on every seed), confirmed on seeds 3-5: 1.48 +- 0.50 at 0.09 of a retrain, ahead of the cold
+game (2.31 +- 0.09) on every seed and behind IU alone (0.99 +- 0.12) on every seed. Not on a pruned model:
+at 95% sparsity IU's step overshoots (seeds 3-5: MIA 35.8 against retraining's 28.8) and the warm start
+scored 2.56 +- 1.08 against the cold game's 1.54 +- 0.36 (`bench/results/cpu-2026-12-02/`). Nor on sets
+below `warm_start_from` samples."""
+
+WarmStart = Literal["none", "influence"]
+"""Where the game starts (`warm_start.py`): `none`, the original model; `influence`, IU's one Newton-like
+step from it (the original stays the retain term's teacher)."""
+
 SensitivityMethod = Literal["finite_difference", "jvp"]
 """How the attacker's sensitivity token is computed (`sensitivity.py`)."""
 
@@ -154,6 +169,24 @@ class DauConfig(MethodConfig):
         gt=0,
         le=1,
         description="Share of the weights (the last layers') the defender updates; earlier ones stay frozen.",
+    )
+    warm_start: WarmStart = Field(
+        "none", description="Where the game starts (WarmStart). auto, random forgetting, dense: influence."
+    )
+    warm_start_gib: float = Field(
+        2.0,
+        gt=0,
+        le=1024,
+        description="warm_start influence: memory cap on IU's N x P retain-gradient matrix (N shrinks).",
+    )
+    warm_start_from: int = Field(
+        1000,
+        ge=2,
+        le=10_000_000,
+        description="auto: random sets of at least this many samples (on a dense model) play "
+        "RANDOM_GAME_DEFAULTS. 1000 is the size it was measured at; IU's step may cost up to 2 points of "
+        "retain accuracy, and on a 10-sample request (digits) the warm start cost 1.9 where the cold game "
+        "cost none, so smaller sets keep the cold game.",
     )
     retain_distill: float = Field(
         0.0,
@@ -263,14 +296,18 @@ class DauConfig(MethodConfig):
 
     amp: bool = Field(True, description="bf16 autocast for the defender on CUDA (never on CPU).")
 
-    def for_forget_set(self, *, forget_count: int, class_wise: bool) -> Self:
+    def for_forget_set(self, *, forget_count: int, class_wise: bool, pruned: bool = False) -> Self:
         """`critic="auto"` made concrete for this forget set (see Critic), with that critic's defaults
-        (and, for a class, CLASS_GAME_DEFAULTS) for the fields the params left out; any other critic as
-        it is."""
+        (for a class, CLASS_GAME_DEFAULTS; for a random set on a dense model, RANDOM_GAME_DEFAULTS) for
+        the fields the params left out; any other critic as it is."""
         if self.critic != "auto":
             return self
         critic = "wasserstein" if not class_wise and forget_count >= self.small_set_below else "samia"
-        game = CLASS_GAME_DEFAULTS if class_wise else {}
+        game: dict[str, Any] = {}
+        if class_wise:
+            game = CLASS_GAME_DEFAULTS
+        elif critic == "wasserstein" and not pruned and forget_count >= self.warm_start_from:
+            game = RANDOM_GAME_DEFAULTS
         return type(self).model_validate(
             {**game, **self.model_dump(exclude_unset=True), "critic": critic}, strict=False
         )

@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
 
 class CriticGame:
-    """One run of the critic game; `retain` is the set the CE term's batches come from."""
+    """One run of the critic game from `model`; `retain` is the set the CE term's batches come from;
+    `teacher` is the retain distillation's (the original)."""
 
     def __init__(
         self,
@@ -55,6 +56,8 @@ class CriticGame:
         config: DauConfig,
         device: torch.device,
         clock: StageClock,
+        *,
+        teacher: Classifier,
     ):
         self.config, self.splits, self.retain, self.device, self.clock = config, splits, retain, device, clock
         self.amp = config.amp and device.type == "cuda"
@@ -62,7 +65,8 @@ class CriticGame:
         self.defender = working_copy(model, device).eval()
         self.memory_format = memory_format_for(self.defender, device)
         self.step = DefenderStep(self.defender, config, device)
-        self.retain_term = RetainTerm(self.defender, config, self._autocast)
+        original = self.defender if teacher is model else working_copy(teacher, device).eval()
+        self.retain_term = RetainTerm(original, config, self._autocast)
         self.pools = build_pools(
             splits.forget.labels,
             splits.val.labels,

@@ -62,6 +62,7 @@ from unlearning.methods.dau.pools import PairSampler, attack_sets, label_tokens
 from unlearning.methods.dau.retain_term import RetainTerm
 from unlearning.methods.dau.sensitivity import sensitivity
 from unlearning.methods.dau.stopping import HeldOut, roc_auc
+from unlearning.methods.dau.warm_start import influence_start
 from unlearning.training import augment, autocast, memory_format_for
 from unlearning.types import Progress, ShouldStop
 
@@ -73,6 +74,8 @@ WARMUP_SHARE = 0.1
 """Share of the game's progress bar given to the attacker warm-up."""
 CONDENSE_SHARE = 0.3
 """Share of the whole progress bar given to condensing the retain set when the cache misses."""
+WARM_START_SHARE = 0.4
+"""Share of the rest of the progress bar given to the influence warm start (`warm_start.py`)."""
 
 
 class Dau(Method[DauConfig]):
@@ -89,8 +92,13 @@ class Dau(Method[DauConfig]):
             start = CONDENSE_SHARE if reduction is not None and not reduction.cache_hit else 0.0
             plays_critic = config.critic == "wasserstein" and len(splits.forget) >= config.small_set_below
             game_type = CriticGame if plays_critic else _Game
-            game = game_type(job.model, splits, retain, config, job.device, job.clock)
+            model, warm_start = job.model, None
+            if config.warm_start == "influence":
+                model, warm_start = influence_start(job, start, WARM_START_SHARE * (1 - start))
+                start += WARM_START_SHARE * (1 - start)
+            game = game_type(model, splits, retain, config, job.device, job.clock, teacher=job.model)
             unlearned, info = game.play(job.progress_span(start, 1 - start), job.should_stop)
+        info["warm_start"] = warm_start
         info["retain_source"] = config.retain_source
         if reduction is not None:
             info.update(reduction.info(len(splits.retain)))
@@ -98,7 +106,8 @@ class Dau(Method[DauConfig]):
 
 
 class _Game:
-    """One run of the game; `retain` is the set the CE term's batches come from (see `retain_source`)."""
+    """One run of the game from `model`; `retain` is the set the CE term's batches come from (see
+    `retain_source`); `teacher` is the retain distillation's (the original)."""
 
     def __init__(
         self,
@@ -108,6 +117,8 @@ class _Game:
         config: DauConfig,
         device: torch.device,
         clock: StageClock,
+        *,
+        teacher: Classifier,
     ):
         self.config = config
         self.splits = splits
@@ -123,7 +134,8 @@ class _Game:
         self.memory_format = memory_format_for(self.defender, device)
         self.attacker = MembershipAttacker(self.num_classes, config.attacker).to(device)
         self.step = DefenderStep(self.defender, config, device)
-        self.retain_term = RetainTerm(self.defender, config, self._autocast)
+        original = self.defender if teacher is model else working_copy(teacher, device).eval()
+        self.retain_term = RetainTerm(original, config, self._autocast)
         self.attacker_optimiser = torch.optim.AdamW(
             self.attacker.parameters(), lr=config.attacker_lr, weight_decay=config.attacker_weight_decay
         )

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 
 class RetainTerm:
-    """Built from the defender before its first step (a copy of the original on the run's device)."""
+    """Built from the original on the run's device (the defender before its first step, unless the game
+    starts elsewhere: `warm_start.py`)."""
 
     def __init__(
         self,
