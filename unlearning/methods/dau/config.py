@@ -69,7 +69,7 @@ RANDOM_GAME_DEFAULTS: dict[str, Any] = {"warm_start": "influence", "iterations":
 from IU's step (`warm_start.py`) and, with most of the way already behind it, gets 15 iterations. Chosen
 on the cpu preset, random 10%, seeds 0-2 (1.70 +- 0.83 at 10.1 s; 30 iterations 1.56 +- 0.56 at 15.2 s,
 over a tenth of a retrain; the cold game 2.12 +- 0.73 and IU alone 2.18 +- 0.58 on the same seeds, both
-behind it on every seed), confirmed on seeds 3-5: 1.48 +- 0.50 at 0.09 of a retrain, ahead of the cold
+behind it on every seed), confirmed on seeds 3-5: 1.48 +- 0.50 at 0.08 of a retrain, ahead of the cold
 game (2.31 +- 0.09) on every seed and behind IU alone (0.99 +- 0.12) on every seed. Not on a pruned model:
 at 95% sparsity IU's step overshoots (seeds 3-5: MIA 35.8 against retraining's 28.8) and the warm start
 scored 2.56 +- 1.08 against the cold game's 1.54 +- 0.36 (`bench/results/cpu-2026-12-02/`). Nor on sets
