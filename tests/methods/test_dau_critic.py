@@ -253,8 +253,11 @@ def test_the_retain_term_is_cross_entropy_until_the_defender_leaves_the_original
     retain = problem.random_splits.retain
     x, y = retain.images[:64].float() / 255, retain.labels[:64]
     defender = copy.deepcopy(problem.model).eval()
-    plain = RetainTerm(defender, parse_params("dau", {}))
-    distilled = RetainTerm(defender, parse_params("dau", {"retain_distill": 1.0, "distill_temperature": 2.0}))
+    cpu = torch.device("cpu")
+    plain = RetainTerm(defender, parse_params("dau", {}), cpu)
+    distilled = RetainTerm(
+        defender, parse_params("dau", {"retain_distill": 1.0, "distill_temperature": 2.0}), cpu
+    )
     assert plain.teacher is None and distilled.teacher is not None
     with torch.no_grad():
         logits = defender(x)

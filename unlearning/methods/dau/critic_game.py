@@ -65,8 +65,7 @@ class CriticGame:
         self.defender = working_copy(model, device).eval()
         self.memory_format = memory_format_for(self.defender, device)
         self.step = DefenderStep(self.defender, config, device)
-        original = self.defender if teacher is model else working_copy(teacher, device).eval()
-        self.retain_term = RetainTerm(original, config, self._autocast)
+        self.retain_term = RetainTerm(teacher, config, device, self._autocast)
         self.pools = build_pools(
             splits.forget.labels,
             splits.val.labels,

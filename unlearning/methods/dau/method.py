@@ -134,8 +134,7 @@ class _Game:
         self.memory_format = memory_format_for(self.defender, device)
         self.attacker = MembershipAttacker(self.num_classes, config.attacker).to(device)
         self.step = DefenderStep(self.defender, config, device)
-        original = self.defender if teacher is model else working_copy(teacher, device).eval()
-        self.retain_term = RetainTerm(original, config, self._autocast)
+        self.retain_term = RetainTerm(teacher, config, device, self._autocast)
         self.attacker_optimiser = torch.optim.AdamW(
             self.attacker.parameters(), lr=config.attacker_lr, weight_decay=config.attacker_weight_decay
         )

@@ -11,7 +11,6 @@ the usual T^2 scaling)."""
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -19,26 +18,29 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unlearning.methods.common import working_copy
+
 if TYPE_CHECKING:
     from models.base import Classifier
     from unlearning.methods.dau.config import DauConfig
 
 
 class RetainTerm:
-    """Built from the original on the run's device (the defender before its first step, unless the game
-    starts elsewhere: `warm_start.py`)."""
+    """Built from the original model (where the game starts unless `warm_start.py` moved it first); the
+    teacher is a frozen copy of it on the run's device."""
 
     def __init__(
         self,
-        defender: Classifier,
+        original: Classifier,
         config: DauConfig,
+        device: torch.device,
         autocast: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
         self.weight, self.temperature = config.retain_distill, config.distill_temperature
         self.autocast = autocast
         self.teacher: Classifier | None = None
         if self.weight > 0:
-            self.teacher = copy.deepcopy(defender).eval().requires_grad_(False)
+            self.teacher = working_copy(original, device).eval().requires_grad_(False)
 
     def __call__(self, logits_r: Tensor, y_r: Tensor, x_r: Tensor) -> Tensor:
         loss = F.cross_entropy(logits_r.float(), y_r)
