@@ -71,21 +71,22 @@ def _model(settings: Any, checkpoint: Path, dataset_id: str) -> str:
 
 def _post(settings: Any, model_id: str, groups: list[list[str]]) -> None:
     from core import lifecycle
-    from core.db import DeletionRequest, RequestKind, session_scope, utcnow
+    from core.db import RequestKind, new_id, session_scope, utcnow
 
     now = utcnow()
     with session_scope(settings.database_url) as session:
         for index, sample_ids in enumerate(groups):
             received = now + timedelta(microseconds=index)
-            request = DeletionRequest(
-                model_id=model_id,
-                kind=RequestKind.samples,
-                sample_ids=sample_ids,
-                method="dau",
-                params={},
-                due_at=received + timedelta(days=30),
-                request_hash=hashlib.sha256(json.dumps(sample_ids).encode()).hexdigest(),
-            )
+            request = {
+                "id": new_id("req"),
+                "model_id": model_id,
+                "kind": RequestKind.samples,
+                "sample_ids": sample_ids,
+                "method": "dau",
+                "params": {},
+                "due_at": received + timedelta(days=30),
+                "request_hash": hashlib.sha256(json.dumps(sample_ids).encode()).hexdigest(),
+            }
             lifecycle.requests_received(session, [request], received_at=received)
 
 

@@ -31,7 +31,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -90,42 +90,46 @@ def callback_body(resource: dict[str, Any]) -> str:
 # -- writing the outbox, in the transaction of the status change ----------------------------------------
 
 
-def owe_callback(request: DeletionRequest) -> None:
+def owe_callback(request: DeletionRequest | Mapping[str, Any], session: Session | None = None) -> None:
     """`request`'s status changed: if it has a callback URL, its outbox row is written when the
-    transaction commits, with the resource as committed (`core.lifecycle` calls this, nothing else)."""
-    if not request.callback_url:
+    transaction commits, with the resource as committed (`core.lifecycle` calls this, nothing else).
+    `request` is an ORM object (its session found from it) or a new request's complete row (`session`
+    given: `core.lifecycle.requests_received`)."""
+    url = request["callback_url"] if isinstance(request, Mapping) else request.callback_url
+    if not url:
         return
-    session = object_session(request)
+    session = session if session is not None else object_session(request)
     if session is None:
-        raise RuntimeError(f"deletion request {request.id} changed status outside a session")
-    owed: dict[int, DeletionRequest] | None = session.info.get(_OWED)
+        raise RuntimeError(f"deletion request {request} changed status outside a session")
+    owed: dict[int, DeletionRequest | Mapping[str, Any]] | None = session.info.get(_OWED)
     if owed is None:
         owed = session.info[_OWED] = {}
         event.listen(session, "before_commit", _write_owed)
         event.listen(session, "after_commit", _notify)
         event.listen(session, "after_soft_rollback", _forget)
-    owed[id(request)] = request  # by object: a new request has no id before its flush
+    owed[id(request)] = request  # by object: a new ORM request has no id before its flush
 
 
 def _write_owed(session: Session) -> None:
-    owed: dict[int, DeletionRequest] = session.info.get(_OWED, {})
+    owed: dict[int, DeletionRequest | Mapping[str, Any]] = session.info.get(_OWED, {})
     if not owed:
         return
     session.flush()  # the resource as this transaction leaves it
     now = utcnow()
+    resources = [request_resource(request) for request in owed.values()]
     rows = [
         {
             "delivery_id": new_id("dlv"),
-            "request_id": request.id,
-            "url": request.callback_url,
-            "body": callback_body(request_resource(request)),
+            "request_id": resource["id"],
+            "url": resource["callback_url"],
+            "body": callback_body(resource),
             "status": DeliveryStatus.pending.value,
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,
             "updated_at": now,
         }
-        for request in owed.values()
+        for resource in resources
     ]
     owed.clear()
     session.connection().execute(insert(CallbackDelivery.__table__), rows)

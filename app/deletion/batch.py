@@ -88,8 +88,8 @@ def _external_ref(item: Any) -> str | None:
 @dataclass
 class BatchOutcome:
     answer: DeletionBatchOut
-    created: list[DeletionRequest]
-    """Requests this call stored (none on a replay): their models are enqueued."""
+    model_ids: list[str]
+    """The models of the requests this call stored (none on a replay), each once: they are enqueued."""
 
 
 def _answer(results: list[BatchItemResult], replayed: bool) -> DeletionBatchOut:
@@ -169,7 +169,7 @@ def create_batch(
                     request=DeletionRequestOut.model_validate(outcome.request),
                 )
             )
-            stored.append({"status": 202, "id": outcome.request.id, "external_ref": ref})
+            stored.append({"status": 202, "id": outcome.request["id"], "external_ref": ref})
         else:
             problem = _problem_document(index, outcome)
             results.append(
@@ -182,4 +182,5 @@ def create_batch(
                 idempotency_key=idempotency_key, request_hash=digest, api_key_id=actor, results=stored
             )
         )
-    return BatchOutcome(_answer(results, replayed=False), [item.request for item in accepted if item.request])
+    models = list(dict.fromkeys(item.body.model_id for item in accepted))
+    return BatchOutcome(_answer(results, replayed=False), models)

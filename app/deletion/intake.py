@@ -41,7 +41,6 @@ from core.db.models import (
     PENDING_CLASS,
     PENDING_SAMPLE,
     Dataset,
-    DeletionRequest,
     ForgottenSample,
     Model,
     ModelStatus,
@@ -99,7 +98,8 @@ class Accepted:
     forget_class: int | None
     pending: list[tuple[str, str]]
     """(kind, item) keys of pending_items."""
-    request: DeletionRequest | None = None
+    request: lifecycle.NewRequest | None = None
+    """Its row, once stored (`store_accepted`)."""
     idempotency_key: str | None = None
     actor: str | None = None
 
@@ -110,8 +110,11 @@ Outcome = Accepted | ProblemError
 # -- cheap checks -------------------------------------------------------------------------------------
 
 
-def check_shape(settings: Settings, body: DeletionRequestCreate) -> None:
-    """Exactly one of sample_ids and class, the id cap, a known method and valid params."""
+def check_shape(
+    settings: Settings, body: DeletionRequestCreate, configs: dict[tuple[str, str], Any] | None = None
+) -> None:
+    """Exactly one of sample_ids and class, the id cap, a known method and valid params. `configs` keeps
+    each (method, params) validated once per call (a backlog's thousand items mostly share theirs)."""
     if (body.sample_ids is None) == (body.class_ is None):
         name = "sample_ids" if body.sample_ids is not None else "class"
         raise invalid(name, "give exactly one of sample_ids and class")
@@ -133,18 +136,27 @@ def check_shape(settings: Settings, body: DeletionRequestCreate) -> None:
         raise invalid(
             "method", f"unknown method {body.method!r}; known: {list(METHOD_NAMES)}", value=body.method
         )
+    key = (body.method, repr(body.params))  # JSON values: equal reprs, equal params
+    config = configs.get(key) if configs is not None else None
+    if config is None:
+        config = _method_config(body)
+        if configs is not None:
+            configs[key] = config
+    if body.sample_ids is not None:  # what the method can never serve is refused now, not failed later
+        reason = config.unservable_reason(forget_count=len(body.sample_ids), class_wise=False)
+        if reason is not None:
+            raise invalid("sample_ids", reason, value=len(body.sample_ids))
+
+
+def _method_config(body: DeletionRequestCreate) -> Any:
     try:
         _, params = split_reference(body.params)
     except ServiceParamError as error:
         raise invalid(error.field, error.message, value=error.value) from None
     try:
-        config = method_config(body.method).model_validate(params)
+        return method_config(body.method).model_validate(params)
     except ValidationError as error:
         raise problem_from_validation(error, prefix="params", title="Invalid method params") from None
-    if body.sample_ids is not None:  # what the method can never serve is refused now, not failed later
-        reason = config.unservable_reason(forget_count=len(body.sample_ids), class_wise=False)
-        if reason is not None:
-            raise invalid("sample_ids", reason, value=len(body.sample_ids))
 
 
 def _duplicates(sample_ids: list[str]) -> ProblemError | None:
@@ -382,12 +394,13 @@ def check_items(
     Locks the models involved for the rest of the transaction."""
     outcomes: list[Outcome | None] = []
     live: list[tuple[int, DeletionRequestCreate]] = []
+    configs: dict[tuple[str, str], Any] = {}
     for index, body in enumerate(bodies):
         if isinstance(body, ProblemError):
             outcomes.append(body)
             continue
         try:
-            check_shape(settings, body)
+            check_shape(settings, body, configs)
         except ProblemError as problem:
             outcomes.append(problem)
             continue
@@ -429,26 +442,27 @@ def check_items(
 def store_accepted(session: Session, accepted: Sequence[Accepted]) -> None:
     """Store the accepted items as queued requests (`core.lifecycle.requests_received`, one bulk insert;
     their audit events are chained when the caller commits) and the pending rows of all of them, in key
-    order. The caller commits."""
+    order. Each item's `request` is then its complete row. The caller commits."""
     defer_audit(session)
     now = utcnow()
-    requests: list[DeletionRequest] = []
+    due_at = add_one_month(now)
+    requests: list[lifecycle.NewRequest] = []
     rows: list[dict[str, str]] = []
     for item in accepted:
         body = item.body
-        item.request = DeletionRequest(
-            id=new_id("req"),
+        item.request = {
+            "id": new_id("req"),
             **body.model_dump(mode="json", exclude={"class_"}),  # each body field is the column of its name
-            kind=item.kind,
-            forget_class=item.forget_class,
-            due_at=add_one_month(now),
-            idempotency_key=item.idempotency_key,
-            request_hash=body_hash(body),
-            api_key_id=item.actor,
-        )
+            "kind": item.kind,
+            "forget_class": item.forget_class,
+            "due_at": due_at,
+            "idempotency_key": item.idempotency_key,
+            "request_hash": body_hash(body),
+            "api_key_id": item.actor,
+        }
         requests.append(item.request)
         rows += [
-            {"model_id": body.model_id, "kind": kind, "item": key, "request_id": item.request.id}
+            {"model_id": body.model_id, "kind": kind, "item": key, "request_id": item.request["id"]}
             for kind, key in item.pending
         ]
     lifecycle.requests_received(session, requests, received_at=now)

@@ -24,12 +24,13 @@ from core import lifecycle
 from core.db.models import AuditReport, DeletionRequest, RequestStatus, utcnow
 from core.settings import Settings
 
-__all__ = ["add_one_month", "body_hash", "create_request"]
+__all__ = ["add_one_month", "body_hash", "create_requests"]
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
-def request_out(request: DeletionRequest) -> DeletionRequestOut:
+def request_out(request: Any) -> DeletionRequestOut:
+    """The resource of a request: from its ORM object, a Core row of its columns, or a new request's row."""
     return DeletionRequestOut.model_validate(request)
 
 
@@ -60,8 +61,8 @@ class NewRequest:
     actor: str | None
 
 
-Created = tuple[DeletionRequest, bool]
-"""(the request, whether this call created it: False for an idempotent replay)."""
+Created = tuple[DeletionRequestOut, bool]
+"""(the request's resource, whether this call created it: False for an idempotent replay)."""
 
 
 def create_requests(
@@ -91,7 +92,7 @@ def create_requests(
         if key is not None and key in earlier:
             row = earlier[key]
             same = row.request_hash == hashes[index]
-            results[index] = (row, False) if same else reused_key(key, f"request {row.id}")
+            results[index] = (request_out(row), False) if same else reused_key(key, f"request {row.id}")
         elif key is None or key not in first_with_key:
             if key is not None:
                 first_with_key[key] = index
@@ -107,7 +108,7 @@ def create_requests(
     store_accepted(session, [outcome for _, outcome in accepted])
     for index, outcome in accepted:
         assert outcome.request is not None
-        results[index] = (outcome.request, True)
+        results[index] = (request_out(outcome.request), True)
     for index, item in enumerate(items):
         if results[index] is None:  # the same key earlier in this call
             assert item.idempotency_key is not None
@@ -118,22 +119,6 @@ def create_requests(
             else:
                 results[index] = done if isinstance(done, ProblemError) else (done[0], False)  # type: ignore[index]
     return [result for result in results if result is not None]
-
-
-def create_request(
-    session: Session,
-    settings: Settings,
-    body: DeletionRequestCreate,
-    *,
-    idempotency_key: str | None,
-    actor: str | None,
-) -> Created:
-    """Validate and store one queued request (caller commits and enqueues). Returns (request, created);
-    created is False for an idempotent replay."""
-    (result,) = create_requests(session, settings, [NewRequest(body, idempotency_key, actor)])
-    if isinstance(result, ProblemError):
-        raise result
-    return result
 
 
 def get_request(session: Session, request_id: str, *, for_update: bool = False) -> DeletionRequest:

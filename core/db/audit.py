@@ -123,6 +123,15 @@ def _last_hash(session: Session) -> str:
     return last or GENESIS_HASH
 
 
+_FLAT = (str, int, bool, type(None))
+
+
+def _is_flat(data: dict[str, Any]) -> bool:
+    """String keys and string, integer, boolean or null values: what JSON gives back unchanged (a float
+    may not, and a nested value is checked by the round trip instead)."""
+    return all(type(key) is str and isinstance(value, _FLAT) for key, value in data.items())
+
+
 def append_audit_event(
     session: Session,
     event: str,
@@ -140,7 +149,9 @@ def append_audit_event(
     In a session marked `defer_audit` the event is chained at commit instead (no lock now), and the
     returned event has no id, prev_hash nor hash yet.
     """
-    # Round-trip data through JSON so the hashed value is exactly what the database gives back.
+    # Round-trip data through JSON so the hashed value is exactly what the database gives back (flat data
+    # of strings, integers, booleans and nulls comes back as it is: no round trip needed).
+    data = dict(data) if data and _is_flat(data) else json.loads(canonical_json(data or {}))
     content = {
         "created_at": utcnow(),
         "event": str(event),
@@ -149,7 +160,7 @@ def append_audit_event(
         "model_id": model_id,
         "version_id": version_id,
         "job_id": job_id,
-        "data": json.loads(canonical_json(data or {})),
+        "data": data,
     }
     staged = session.info.get(DEFERRED_INFO_KEY)
     if staged is not None:

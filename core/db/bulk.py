@@ -7,9 +7,9 @@ processor, so COPY stores exactly what an INSERT through SQLAlchemy stores, and 
 as SQLAlchemy's own exception class (IntegrityError for a duplicate key), as from any statement.
 Elsewhere (SQLite) the rows go in with one executemany INSERT.
 
-`add_inserted` does the same for new ORM objects and attaches them to the session as persistent, as if
-loaded: no unit-of-work flush per object (the one place that skips it; mapper events do not fire for
-them, and no model here has any).
+The API's new deletion requests go in as rows, not ORM objects (`fill_defaults` completes them as an
+ORM insert would): building, attaching and flushing 1,000 objects was 40% of a batch call's CPU
+(py-spy, bench/load_api.py), more than the checks, the COPY and the audit chain together.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
-from sqlalchemy import Column, Connection, Table, insert, inspect
+from sqlalchemy import Column, Connection, Table, insert
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import Session, make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
 
 Processor = Callable[[Any], Any] | None
 _processors: dict[tuple[str, str, str], Processor] = {}
@@ -35,16 +33,22 @@ def _processor(dialect: Dialect, column: Column[Any]) -> Processor:
     return _processors[key]
 
 
-def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert `rows` (each naming the same columns, by column name) into `table`."""
+def insert_rows(
+    connection: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str] | None = None,
+) -> None:
+    """Insert `rows` (each naming the same columns, by column name) into `table`: the `columns` given
+    (default: all the rows name; the others store NULL)."""
     if not rows:
         return
+    names = list(columns if columns is not None else rows[0])
     if connection.dialect.name != "postgresql":
-        connection.execute(insert(table), list(rows))
+        connection.execute(insert(table), [{name: row[name] for name in names} for row in rows])
         return
-    columns = [table.c[name] for name in rows[0]]
-    processors = [(column.name, _processor(connection.dialect, column)) for column in columns]
-    statement = f"COPY {table.name} ({', '.join(column.name for column in columns)}) FROM STDIN"
+    processors = [(name, _processor(connection.dialect, table.c[name])) for name in names]
+    statement = f"COPY {table.name} ({', '.join(names)}) FROM STDIN"
     raw = connection.connection.driver_connection
     assert isinstance(raw, psycopg.Connection)
     try:
@@ -67,15 +71,15 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str
 
 
 def _unset_fill(table: Table, column: Column[Any]) -> Callable[[], Any] | None:
-    """What an object that leaves `column` unset stores: its Python-side default (a callable giving the
-    value), or None for NULL. An SQL-side default would not be read back, so it is refused when used."""
+    """What a row that leaves `column` out stores: its Python-side default (a callable giving the value),
+    or None for NULL. An SQL-side default would not be read back, so it is refused when used."""
     default = column.default
     if column.server_default is not None or (
         default is not None and not (default.is_scalar or default.is_callable)
     ):
 
         def refuse() -> Any:
-            raise ValueError(f"{table.name}.{column.name} has an SQL-side default: use the session")
+            raise ValueError(f"{table.name}.{column.name} has an SQL-side default: name its value")
 
         return refuse
     if default is None:
@@ -85,41 +89,32 @@ def _unset_fill(table: Table, column: Column[Any]) -> Callable[[], Any] | None:
     return lambda: default.arg(None)  # type: ignore[attr-defined]
 
 
-def add_inserted(session: Session, objects: Sequence[Any]) -> None:
-    """Insert new objects of one mapped class (primary keys set) with `insert_rows`, then attach them to
-    `session` as persistent and unchanged. A column the object leaves unset takes its Python-side default
-    (set on the object too) or NULL; SQL-side defaults are not read back, so a class that has them is
-    refused."""
-    if not objects:
-        return
-    mapper = inspect(type(objects[0]))
-    table = mapper.local_table
-    assert isinstance(table, Table)
-    columns = [
-        (column.name, mapper.get_property_by_column(column).key, _unset_fill(table, column))
-        for column in table.columns
-    ]
-    rows: list[dict[str, Any]] = []
-    for obj in objects:
-        if type(obj) is not mapper.class_:
-            raise TypeError(f"add_inserted takes objects of one class, got {type(obj).__name__}")
-        state = inspect(obj)
-        if not state.transient:
-            raise ValueError(f"{obj!r} is not new")
-        row: dict[str, Any] = {}
-        for name, key, fill in columns:
-            if key in state.dict:
-                row[name] = state.dict[key]
-                continue
-            value = None
-            if fill is not None:
-                value = row[name] = fill()
-            set_committed_value(obj, key, value)
-        rows.append(row)
-    keys = rows[0].keys()
-    if any(row.keys() != keys for row in rows):
-        raise ValueError(f"objects of {mapper.class_.__name__} set different attributes: insert them apart")
-    insert_rows(session.connection(), table, rows)
-    for obj in objects:
-        make_transient_to_detached(obj)
-    session.add_all(objects)
+_fills: dict[Table, tuple[frozenset[str], list[tuple[str, Callable[[], Any] | None]]]] = {}
+
+
+def fill_defaults(table: Table, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Complete each row (column name -> value) in place with what an ORM insert stores for the columns
+    it leaves out: the column's Python-side default, or None (SQL NULL). A row then holds every column, as
+    if read back. Returns the columns to insert: a column with neither value nor default stays out of the
+    insert, so a JSON column stores SQL NULL, not JSON null, exactly as the ORM leaves it.
+
+    Every row must name the same columns (ValueError otherwise: insert them apart), all of the table's
+    (KeyError); a left-out column with an SQL-side default is refused (ValueError): it would not be read
+    back."""
+    if table not in _fills:
+        names = frozenset(column.name for column in table.columns)
+        _fills[table] = (names, [(column.name, _unset_fill(table, column)) for column in table.columns])
+    names, fills = _fills[table]
+    if not rows:
+        return []
+    named = rows[0].keys() & names
+    if len(named) != len(rows[0]):
+        raise KeyError(f"{table.name} has no column {sorted(rows[0].keys() - names)[0]!r}")
+    inserted = [name for name, fill in fills if name in named or fill is not None]
+    left_out = [(name, fill) for name, fill in fills if name not in named]
+    for row in rows:
+        if row.keys() != named:
+            raise ValueError(f"rows of {table.name} name different columns: insert them apart")
+        for name, fill in left_out:
+            row[name] = fill() if fill is not None else None
+    return inserted

@@ -26,6 +26,7 @@ from core.lifecycle.models import (
     versions_retired,
 )
 from core.lifecycle.requests import (
+    NewRequest,
     request_audit_failed,
     request_cancel_requested,
     request_cancelled,
@@ -48,6 +49,7 @@ __all__ = [
     "IllegalTransition",
     "JOB_TRANSITIONS",
     "MODEL_TRANSITIONS",
+    "NewRequest",
     "REQUEST_TRANSITIONS",
     "STAGE_MAX_CHARS",
     "VERSION_TRANSITIONS",

@@ -70,6 +70,11 @@ def test_append_round_trips_data_and_extends_the_chain(db) -> None:
     with session_scope(db) as session:
         first = append_audit_event(session, "job.started", job_id="job_1", data={"tuple": (1, 2), "f": 0.1})
         second = append_audit_event(session, "job.finished", job_id="job_1", data={"ünïcode": "✓"})
+        flat = {"n": 3, "s": "x", "b": True, "none": None}
+        third = append_audit_event(session, "job.finished", job_id="job_2", data=flat)
+        flat["n"] = 4  # the caller's dict is not the event's
+        int_keys = append_audit_event(session, "job.finished", job_id="job_3", data={1: "a"})
     assert first.data == {"tuple": [1, 2], "f": 0.1} and second.prev_hash == first.hash
+    assert third.data == {"n": 3, "s": "x", "b": True, "none": None} and int_keys.data == {"1": "a"}
     with session_scope(db, readonly=True) as session:
         assert verify_audit_chain(session).ok

@@ -101,23 +101,24 @@ def new_requests(settings: Any, model_id: str, url: str, count: int = 1) -> list
     """`count` queued requests with callback URL `url`, stored the way the API stores them (their
     `queued` callbacks are written in the same transaction)."""
     from core import lifecycle
-    from core.db import DeletionRequest, RequestKind, session_scope, utcnow
+    from core.db import RequestKind, new_id, session_scope, utcnow
 
     now = utcnow()
     with session_scope(settings.database_url) as session:
-        requests = [
-            DeletionRequest(
-                model_id=model_id,
-                kind=RequestKind.class_,
-                forget_class=index,
-                due_at=now + timedelta(days=30),
-                request_hash="0" * 64,
-                callback_url=url,
-            )
+        requests: list[dict[str, Any]] = [
+            {
+                "id": new_id("req"),
+                "model_id": model_id,
+                "kind": RequestKind.class_,
+                "forget_class": index,
+                "due_at": now + timedelta(days=30),
+                "request_hash": "0" * 64,
+                "callback_url": url,
+            }
             for index in range(count)
         ]
         lifecycle.requests_received(session, requests, received_at=now)
-        return [request.id for request in requests]
+        return [request["id"] for request in requests]
 
 
 def cancel(settings: Any, request_id: str) -> None:

@@ -38,7 +38,7 @@ def _request_move(
     job = lifecycle.job_created(session, seeded.model_id, JobKind.unlearn)
     moves: dict[RequestStatus, Callable[[DeletionRequest], Any]] = {
         RequestStatus.queued: lambda r: (
-            lifecycle.requests_received(session, [r], received_at=NOW)
+            _receive(session, r)
             if r.status is None
             else lifecycle.request_requeued(r, "requeued", keep_job=True)
         ),
@@ -53,6 +53,14 @@ def _request_move(
         ),
     }
     return moves[target]
+
+
+def _receive(session: Session, request: DeletionRequest) -> None:
+    """A new request enters the queue as its row (what the API stores); `request` then mirrors it."""
+    columns = DeletionRequest.__table__.columns
+    row = {column.name: getattr(request, column.key) for column in columns if column.key in vars(request)}
+    lifecycle.requests_received(session, [row], received_at=NOW)
+    request.status = session.get(DeletionRequest, request.id).status  # type: ignore[union-attr]
 
 
 STATES_R = [None, *RequestStatus]
