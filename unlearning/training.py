@@ -63,10 +63,16 @@ def epoch_batches(
     *,
     shuffle: bool = True,
     drop_last: bool = False,
+    fold_single: bool = False,
 ) -> Iterator[Tensor]:
-    """Index tensors (CPU, int64) covering `range(count)` once, shuffled with `generator`."""
+    """Index tensors (CPU, int64) covering `range(count)` once, shuffled with `generator`. `fold_single`:
+    a last batch of one sample joins the batch before it (a BatchNorm layer whose map is 1x1, as in
+    MobileNetV3's squeeze-excitation, cannot train on one sample)."""
     order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
     for start in range(0, count, batch_size):
+        if fold_single and count - start == batch_size + 1:
+            yield order[start:]
+            return
         index = order[start : start + batch_size]
         if drop_last and len(index) < batch_size:
             return
@@ -177,7 +183,7 @@ def train_model(
     model.train()
     step = 0
     for epoch in range(recipe.epochs):
-        for index in epoch_batches(len(data), recipe.batch_size, generator):
+        for index in epoch_batches(len(data), recipe.batch_size, generator, fold_single=True):
             if should_stop():
                 raise Cancelled(f"training cancelled at epoch {epoch + 1}, step {step}")
             index = index.to(device)

@@ -74,6 +74,16 @@ def test_epoch_batches_cover_every_row_once() -> None:
     assert [len(b) for b in epoch_batches(10, 4, seeded_generator(0), drop_last=True)] == [4, 4]
 
 
+def test_a_last_batch_of_one_joins_the_one_before_when_asked() -> None:
+    """BatchNorm on a 1x1 map cannot train on one sample: training loops fold a lone last sample in."""
+    folded = list(epoch_batches(9, 4, seeded_generator(0), fold_single=True))
+    assert [len(b) for b in folded] == [4, 5]
+    assert sorted(torch.cat(folded).tolist()) == list(range(9))
+    assert [len(b) for b in epoch_batches(9, 4, seeded_generator(0))] == [4, 4, 1]
+    assert [len(b) for b in epoch_batches(10, 4, seeded_generator(0), fold_single=True)] == [4, 4, 2]
+    assert [len(b) for b in epoch_batches(1, 4, seeded_generator(0), fold_single=True)] == [1]
+
+
 def test_batch_stream_is_endless_and_in_unit_range(digits) -> None:
     stream = batch_stream(digits.val, 100, seeded_generator(0))
     batches = [next(stream) for _ in range(8)]  # more than one pass over 360 images

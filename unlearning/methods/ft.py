@@ -106,7 +106,7 @@ class SgdRun(Generic[SgdConfigT]):
         """One shuffled pass over `data`: (float images on the device, labels); checks for a stop first."""
         size = batch_size or self.config.batch_size
         augmented = self.config.augment and min(data.images.shape[2:]) >= AUGMENT_MIN_SIZE
-        for index in epoch_batches(len(data), size, self.generator):
+        for index in epoch_batches(len(data), size, self.generator, fold_single=True):
             raise_if_stopped(self.should_stop, f"{stage} step {self.steps}")
             images = batch_to(data.images[index], self.device, self.memory_format)
             if augmented:
