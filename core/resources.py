@@ -1,5 +1,6 @@
 """The deletion-request resource: what `GET /v1/deletion-requests/{id}` serves and what a status-change
-callback carries, mapped from the ORM row by pydantic (`from_attributes`), so both are the same."""
+callback carries, mapped by pydantic from the ORM row (`from_attributes`) or from a row of its columns (a new
+request's, `core.lifecycle.requests_received`), so all of them are the same."""
 
 from __future__ import annotations
 
