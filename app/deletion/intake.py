@@ -102,6 +102,8 @@ class Accepted:
     """Its row, once stored (`store_accepted`)."""
     idempotency_key: str | None = None
     actor: str | None = None
+    request_hash: str | None = None
+    """`body_hash(body)` when the caller already took it (the idempotency check)."""
 
 
 Outcome = Accepted | ProblemError
@@ -110,9 +112,7 @@ Outcome = Accepted | ProblemError
 # -- cheap checks -------------------------------------------------------------------------------------
 
 
-def check_shape(
-    settings: Settings, body: DeletionRequestCreate, configs: dict[tuple[str, str], Any] | None = None
-) -> None:
+def check_shape(settings: Settings, body: DeletionRequestCreate, configs: dict[tuple[str, str], Any]) -> None:
     """Exactly one of sample_ids and class, the id cap, a known method and valid params. `configs` keeps
     each (method, params) validated once per call (a backlog's thousand items mostly share theirs)."""
     if (body.sample_ids is None) == (body.class_ is None):
@@ -137,11 +137,9 @@ def check_shape(
             "method", f"unknown method {body.method!r}; known: {list(METHOD_NAMES)}", value=body.method
         )
     key = (body.method, repr(body.params))  # JSON values: equal reprs, equal params
-    config = configs.get(key) if configs is not None else None
+    config = configs.get(key)
     if config is None:
-        config = _method_config(body)
-        if configs is not None:
-            configs[key] = config
+        config = configs[key] = _method_config(body)
     if body.sample_ids is not None:  # what the method can never serve is refused now, not failed later
         reason = config.unservable_reason(forget_count=len(body.sample_ids), class_wise=False)
         if reason is not None:
@@ -457,7 +455,7 @@ def store_accepted(session: Session, accepted: Sequence[Accepted]) -> None:
             "forget_class": item.forget_class,
             "due_at": due_at,
             "idempotency_key": item.idempotency_key,
-            "request_hash": body_hash(body),
+            "request_hash": item.request_hash or body_hash(body),
             "api_key_id": item.actor,
         }
         requests.append(item.request)

@@ -102,6 +102,7 @@ def create_requests(
     for index, outcome in zip(to_check, outcomes, strict=True):
         if isinstance(outcome, Accepted):
             outcome.idempotency_key, outcome.actor = items[index].idempotency_key, items[index].actor
+            outcome.request_hash = hashes[index]
             accepted.append((index, outcome))
         else:
             results[index] = outcome
