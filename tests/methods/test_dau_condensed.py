@@ -31,7 +31,7 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield directory
 
 
-class RecordingGame(dau_method._Game):
+class RecordingGame(dau_method.SamiaGame):
     """The real game, remembering itself and every retain batch (row indices into its retain set)."""
 
     last: RecordingGame | None = None
@@ -65,7 +65,7 @@ def run_dau(splits, should_stop=lambda: False, **params):  # type: ignore[no-unt
 def test_condensed_retain_batches_come_from_the_reduced_set_and_the_attacker_nears_chance(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(dau_method, "_Game", RecordingGame)
+    monkeypatch.setattr(dau_method, "SamiaGame", RecordingGame)
     problem = memorising_problem()
     splits = problem.random_splits
     before = snapshot(problem.model)
