@@ -14,6 +14,7 @@ accuracy, and the game stops once it is recovered.
 from __future__ import annotations
 
 import contextlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -45,7 +46,7 @@ class Forward:
     """The forget batch's penultimate features (Barlow Twins' input)."""
 
 
-class Game:
+class Game(ABC):
     """One run of a game from `model`; `retain` is the set the CE term's batches come from (see
     `retain_source`); `teacher` is the retain distillation's (the original)."""
 
@@ -84,24 +85,26 @@ class Game:
 
     # -- what a game brings -------------------------------------------------------------------------------
 
+    @abstractmethod
     def _set_up(self) -> None:
         """The attacker, its pools and batches; calls `_draw_retain` once the pools are drawn."""
-        raise NotImplementedError
 
     def _before_game(self, progress: Progress, should_stop: ShouldStop) -> None:
-        """Work before the first held-out check (the attacker's warm-up), on `warmup_share` of the bar."""
+        """Work before the first held-out check (the attacker's warm-up), on `warmup_share` of the bar;
+        none by default."""
+        return None
 
+    @abstractmethod
     def _iteration(self, alpha: float) -> None:
         """One defender step: the retain term, plus `alpha` times the adversarial term when alpha > 0."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _evaluate(self, iteration: int) -> HeldOut:
         """The held-out check the stopping rule reads."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _report(self, trace: list[HeldOut]) -> dict[str, Any]:
         """The game's own part of the run's info: its attack pool and the held-out trace."""
-        raise NotImplementedError
 
     # -- the loop -----------------------------------------------------------------------------------------
 
