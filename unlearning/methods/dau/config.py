@@ -62,7 +62,7 @@ early ones frozen, retain accuracy barely falls, so the restore phase that took 
 at its first check, and each step's backward pass stops halfway. Chosen on the cpu preset, class scenario,
 seeds 0-2 (0.87 +- 0.20 at 5.9 s against the field defaults' 1.05 +- 0.09 at 26.1 s, retrain 114 s);
 confirmed on seeds 3-5: dense 0.50 +- 0.09 at 0.077 of a retrain (the field defaults: 0.81 +- 0.46 at
-0.18), 95% sparse 0.36 +- 0.24 at 0.083 (0.42 +- 0.24 at 0.21) (`bench/results/cpu-2026-12-02/`)."""
+0.18), 95% sparse 0.36 +- 0.23 at 0.083 (0.42 +- 0.24 at 0.21) (`bench/results/cpu-2026-12-02/`)."""
 
 RANDOM_GAME_DEFAULTS: dict[str, Any] = {"warm_start": "influence", "iterations": 15}
 """What `auto` plays for random forgetting on a dense model, on top of the critic's defaults: the game starts
