@@ -46,7 +46,9 @@ FAST_ENV = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
     "UNLEARN_HEARTBEAT_INTERVAL_S": "0.5",
-    "UNLEARN_HEARTBEAT_STALE_S": "10",
+    # A killed worker's job is re-run once its heartbeat is this old (the reaper looks every half of it):
+    # each fault test waits for it. 10 missed beats still leave a busy worker on two shared cores room.
+    "UNLEARN_HEARTBEAT_STALE_S": "5",
     "UNLEARN_RETRY_AFTER_S": "1",
     "UNLEARN_SERVER_SECRET": CALLBACK_SECRET,
     "UNLEARN_CALLBACK_ALLOW_NETWORKS": "127.0.0.1/32",  # the tests' callback receivers listen on loopback
