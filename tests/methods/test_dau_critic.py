@@ -271,6 +271,36 @@ def test_the_retain_term_is_cross_entropy_until_the_defender_leaves_the_original
         assert distilled(moved, y, x).item() > plain(moved, y, x).item() + 1e-3
 
 
+def test_forgetting_a_class_the_teacher_gives_it_no_share() -> None:
+    """The distillation target of a class-wise run is the original's softened outputs over the other classes:
+    a student that never predicts the forgotten class matches it better than the original's own outputs."""
+    problem = memorising_problem()
+    splits = problem.class_splits
+    gone = splits.forget_class
+    assert gone is not None
+    x, y = splits.retain.images[:64].float() / 255, splits.retain.labels[:64]
+    teacher = copy.deepcopy(problem.model).eval()
+    params = parse_params("dau", {"retain_distill": 1.0, "distill_temperature": 2.0})
+    cpu = torch.device("cpu")
+    masked, unmasked = RetainTerm(teacher, params, cpu, forget_class=gone), RetainTerm(teacher, params, cpu)
+
+    def distillation(term: RetainTerm, logits: torch.Tensor) -> float:
+        return (term(logits, y, x) - torch.nn.functional.cross_entropy(logits, y)).item()
+
+    with torch.no_grad():
+        logits = teacher(x)
+        without_class = logits.clone()
+        without_class[:, gone] = -1e4
+        assert distillation(unmasked, logits) == pytest.approx(0.0, abs=1e-5)
+        assert distillation(masked, without_class) == pytest.approx(0.0, abs=1e-5)
+        assert distillation(masked, logits) > 1e-3 and distillation(unmasked, without_class) > 1e-3
+    student = logits.clone().requires_grad_(True)
+    loss = masked(student, y, x)
+    loss.backward()
+    assert student.grad is not None and torch.isfinite(loss) and torch.isfinite(student.grad).all()
+    assert (student.grad[:, gone] > 0).all()  # every retain sample pushes the forgotten class's logit down
+
+
 def test_retain_distillation_keeps_more_of_retain_accuracy_in_the_critic_game() -> None:
     problem = memorising_problem()
     splits = problem.random_splits

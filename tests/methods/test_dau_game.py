@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -65,6 +66,29 @@ def test_class_wise_forgetting_drops_alpha_and_restores_retain_accuracy() -> Non
     assert trace[10]["forget_accuracy"] <= 20, "the forgotten class is no longer recognised once alpha drops"
     assert accuracy(model, splits.forget) <= 20
     assert trace[60]["retain_accuracy"] > trace[10]["retain_accuracy"], "retain accuracy recovers after"
+
+
+def test_class_wise_restore_can_aim_at_the_original_without_the_class() -> None:
+    """`without_class` sets the restore target to the original's probe accuracy with the class taken out of
+    its argmax: here above the original's own, as a bias toward the class makes it steal retain samples."""
+    problem = memorising_problem()
+    splits = problem.class_splits
+    biased = copy.deepcopy(problem.model)
+    with torch.no_grad():
+        biased.head.bias[splits.forget_class] += 11.0  # median top-1 margin 7, class logit -3
+    params = {**FAST, "iterations": 20, "class_alpha_iterations": 10, "retain_probe": 4096}
+    infos = {
+        target: get_method("dau").run(
+            biased, splits, parse_params("dau", {**params, "class_restore_target": target}),
+            lambda fraction, stage: None, lambda: False,
+        )[1]
+        for target in ("original", "without_class")
+    }  # fmt: skip
+    start = infos["original"]["retain_probe_accuracy_start"]
+    assert start < 95, "the bias should make the original miss retain samples"
+    assert infos["original"]["retain_probe_accuracy_target"] == start
+    assert infos["without_class"]["retain_probe_accuracy_start"] == start
+    assert infos["without_class"]["retain_probe_accuracy_target"] >= start + 5
 
 
 @pytest.mark.parametrize("calls", [0, 3, 70])  # during set-up/warm-up, warm-up, the game

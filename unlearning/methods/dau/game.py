@@ -8,7 +8,7 @@ Random forgetting stops once the check finds the attacker at chance (0.5 +- `sto
 accuracy recovered (within `retain_tolerance` of the start), `stop_patience` checks in a row. Class-wise,
 alpha drops to 0 once the class is forgotten (the attacker at chance, or forget accuracy at most
 `class_forgotten_accuracy`; not before `class_alpha_iterations`), the rest of the budget restores retain
-accuracy, and the game stops once it is recovered.
+accuracy, and the game stops once it is recovered (to `class_restore_target`, within `retain_tolerance`).
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ class Game(ABC):
         self.defender = working_copy(model, device).eval()
         self.memory_format = memory_format_for(self.defender, device)
         self.step = DefenderStep(self.defender, config, device)
-        self.retain_term = RetainTerm(teacher, config, device, self._autocast)
+        self.retain_term = RetainTerm(
+            teacher, config, device, self._autocast, forget_class=splits.forget_class
+        )
         self._set_up()
 
     def _draw_retain(self) -> None:
@@ -110,10 +112,13 @@ class Game(ABC):
 
     def play(self, progress: Progress, should_stop: ShouldStop) -> tuple[Classifier, dict[str, Any]]:
         config = self.config
+        class_wise = self.splits.forget_class is not None
         start_retain_accuracy = self._retain_accuracy()
+        restore_to = start_retain_accuracy
+        if class_wise and config.class_restore_target == "without_class":
+            restore_to = self._retain_accuracy(without_class=self.splits.forget_class)
         self._before_game(progress, should_stop)
         trace = [self._evaluate(0)]
-        class_wise = self.splits.forget_class is not None
         won_streak, stop_reason, iteration = 0, "budget", 0
         alpha_off_at: int | None = None
         for iteration in range(1, config.iterations + 1):
@@ -130,7 +135,7 @@ class Game(ABC):
             with self.clock.stage("evaluate"):
                 held_out = self._evaluate(iteration)
             trace.append(held_out)
-            recovered = held_out.retain_accuracy >= start_retain_accuracy - config.retain_tolerance
+            recovered = held_out.retain_accuracy >= restore_to - config.retain_tolerance
             at_chance = held_out.at_chance(config.stop_tolerance)
             if class_wise:
                 forgotten = at_chance or held_out.forget_accuracy <= config.class_forgotten_accuracy
@@ -151,6 +156,7 @@ class Game(ABC):
             "seconds": self.clock.rounded(),
             "device": str(self.device),
             "retain_probe_accuracy_start": round(start_retain_accuracy, 2),
+            "retain_probe_accuracy_target": round(restore_to, 2),
             "max_defender_grad_norm": round(float(self.step.max_grad_norm), 3),
             "alpha_off_at": alpha_off_at,
             **self._report(trace),
@@ -184,7 +190,11 @@ class Game(ABC):
                 chunks.append(self.defender(self._batch(images.images[chunk])).float())
         return torch.cat(chunks)
 
-    def _retain_accuracy(self) -> float:
-        predicted = self._logits(self.splits.retain, self.retain_probe).argmax(1).cpu()
+    def _retain_accuracy(self, without_class: int | None = None) -> float:
+        """Accuracy on the retain probe; with `without_class`, of the argmax over the other classes."""
+        logits = self._logits(self.splits.retain, self.retain_probe)
+        if without_class is not None:
+            logits[:, without_class] = float("-inf")
+        predicted = logits.argmax(1).cpu()
         correct = int((predicted == self.splits.retain.labels[self.retain_probe]).sum())
         return 100.0 * correct / max(1, len(self.retain_probe))

@@ -6,7 +6,9 @@ look alike, and cross-entropy on hard labels barely pulls back a retain sample t
 Retraining keeps the original's behaviour on retain data (its retain accuracy matches the original's), so
 the original's own outputs there are the target the defender should keep: every retain sample then pulls,
 right or wrong, towards where it was (knowledge distillation, Hinton et al. 2015, at temperature T with
-the usual T^2 scaling)."""
+the usual T^2 scaling). When a whole class is forgotten, the teacher's logit for it is masked out: its
+softened outputs would otherwise give the class its share on every retain image and pull the defender back
+towards predicting it, while a model retrained without the class spreads that share over the others."""
 
 from __future__ import annotations
 
@@ -35,8 +37,11 @@ class RetainTerm:
         config: DauConfig,
         device: torch.device,
         autocast: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+        *,
+        forget_class: int | None = None,
     ) -> None:
         self.weight, self.temperature = config.retain_distill, config.distill_temperature
+        self.forget_class = forget_class
         self.autocast = autocast
         self.teacher: Classifier | None = None
         if self.weight > 0:
@@ -47,7 +52,12 @@ class RetainTerm:
         if self.teacher is None:
             return loss
         with torch.no_grad(), self.autocast():
-            target = F.log_softmax(self.teacher(x_r).float() / self.temperature, dim=1)
+            softened = self.teacher(x_r).float() / self.temperature
+        if self.forget_class is not None:
+            # The lowest finite value, not -inf: the log-target KL computes exp(t) * (t - s), and at -inf
+            # that is 0 * -inf = nan.
+            softened[:, self.forget_class] = torch.finfo(softened.dtype).min
+        target = F.log_softmax(softened, dim=1)
         student = F.log_softmax(logits_r.float() / self.temperature, dim=1)
         distill = F.kl_div(student, target, reduction="batchmean", log_target=True)
         return loss + self.weight * self.temperature**2 * distill
