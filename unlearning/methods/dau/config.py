@@ -75,7 +75,9 @@ The retain distillation term (10, toward the original's outputs over the other c
 was added later: what the game still lost was retain accuracy (RA 83.1 against retraining's 84.6-85.3,
 whose nine-way problem is easier than the original's ten-way one), and distilling the original with the
 class masked out lifts it where hard labels did not. Chosen on seeds 0-2 (0.40 +- 0.04 against 0.87 +-
-0.20; 5: 0.43 +- 0.05, 20: 0.42 +- 0.09; a stricter restore phase at best 0.52 +- 0.08)
+0.20; 5: 0.43 +- 0.05, 20: 0.42 +- 0.09; a stricter restore phase at best 0.52 +- 0.08), confirmed on
+seeds 3-5: dense 0.33 +- 0.04 at 0.078 of a retrain against 0.50 +- 0.09 without it on bit-identical
+references (noise floor 0.43 +- 0.08); 95% sparse 0.35 +- 0.22 against 0.36 +- 0.23 (floor 0.27 +- 0.22)
 (`bench/results/cpu-2026-12-03/`)."""
 
 RANDOM_GAME_DEFAULTS: dict[str, Any] = {"warm_start": "influence", "iterations": 15}
