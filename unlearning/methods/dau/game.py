@@ -24,7 +24,7 @@ from torch import Tensor
 from unlearning.methods.common import StageClock, batch_to, index_stream, raise_if_stopped, working_copy
 from unlearning.methods.dau.config import DauConfig
 from unlearning.methods.dau.defender import DefenderStep
-from unlearning.methods.dau.retain_term import RetainTerm
+from unlearning.methods.dau.retain_term import RetainTerm, mask_class
 from unlearning.methods.dau.stopping import HeldOut
 from unlearning.training import augment, autocast, memory_format_for
 from unlearning.types import Progress, ShouldStop
@@ -194,7 +194,7 @@ class Game(ABC):
         """Accuracy on the retain probe; with `without_class`, of the argmax over the other classes."""
         logits = self._logits(self.splits.retain, self.retain_probe)
         if without_class is not None:
-            logits[:, without_class] = float("-inf")
+            mask_class(logits, without_class)
         predicted = logits.argmax(1).cpu()
         correct = int((predicted == self.splits.retain.labels[self.retain_probe]).sum())
         return 100.0 * correct / max(1, len(self.retain_probe))

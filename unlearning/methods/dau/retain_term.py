@@ -1,14 +1,15 @@
 """The defender's retain term, shared by both DAU games: cross-entropy on the retain batch, plus (with
 `retain_distill` > 0) the KL divergence from the original model's softened outputs on the same batch.
 
-Why the second part: pushing the forget set's confidence down also lowers it on the retain samples that
-look alike, and cross-entropy on hard labels barely pulls back a retain sample the model still gets right.
-Retraining keeps the original's behaviour on retain data (its retain accuracy matches the original's), so
-the original's own outputs there are the target the defender should keep: every retain sample then pulls,
-right or wrong, towards where it was (knowledge distillation, Hinton et al. 2015, at temperature T with
-the usual T^2 scaling). When a whole class is forgotten, the teacher's logit for it is masked out: its
-softened outputs would otherwise give the class its share on every retain image and pull the defender back
-towards predicting it, while a model retrained without the class spreads that share over the others."""
+Why the second part: pushing the forget set's confidence down also lowers it on the retain samples that look
+alike, and cross-entropy on hard labels barely pulls back a retain sample the model still gets right.
+Retraining keeps the original's behaviour on retain data (after random forgetting its retain accuracy matches
+the original's), so the original's own outputs there are the target the defender should keep: every retain
+sample then pulls, right or wrong, towards where it was (knowledge distillation, Hinton et al. 2015, at
+temperature T with the usual T^2 scaling). When a whole class is forgotten, the teacher's logit for it is
+masked out: its softened outputs would otherwise give the class its share on every retain image and pull the
+defender back towards predicting it, while a model retrained without the class spreads that share over the
+others."""
 
 from __future__ import annotations
 
@@ -25,6 +26,13 @@ from unlearning.methods.common import working_copy
 if TYPE_CHECKING:
     from models.base import Classifier
     from unlearning.methods.dau.config import DauConfig
+
+
+def mask_class(logits: Tensor, forget_class: int) -> Tensor:
+    """`logits` (in place) with the class at the dtype's lowest finite value: out of every argmax and
+    softmax. Not -inf: the log-target KL computes exp(t) * (t - s), and at -inf that is 0 * -inf = nan."""
+    logits[:, forget_class] = torch.finfo(logits.dtype).min
+    return logits
 
 
 class RetainTerm:
@@ -54,9 +62,7 @@ class RetainTerm:
         with torch.no_grad(), self.autocast():
             softened = self.teacher(x_r).float() / self.temperature
         if self.forget_class is not None:
-            # The lowest finite value, not -inf: the log-target KL computes exp(t) * (t - s), and at -inf
-            # that is 0 * -inf = nan.
-            softened[:, self.forget_class] = torch.finfo(softened.dtype).min
+            mask_class(softened, self.forget_class)
         target = F.log_softmax(softened, dim=1)
         student = F.log_softmax(logits_r.float() / self.temperature, dim=1)
         distill = F.kl_div(student, target, reduction="batchmean", log_target=True)
