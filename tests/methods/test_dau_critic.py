@@ -175,6 +175,16 @@ def test_the_influence_warm_start_runs_ius_step_within_its_memory_cap() -> None:
     json.dumps(info)
 
 
+def test_the_influence_warm_start_takes_warm_start_samples_retain_gradients() -> None:
+    problem = memorising_problem()
+    params = {"warm_start": "influence", "warm_start_samples": 25, "iterations": 1}
+    _, info = get_method("dau").run(
+        problem.model, problem.random_splits, parse_params("dau", params), lambda f, s: None, lambda: False
+    )
+    assert info["warm_start"]["retain_samples"] == 25
+    assert info["warm_start"]["memory_cap_samples"] > 25
+
+
 def test_the_critic_game_records_which_critic_played() -> None:
     problem = memorising_problem()
     fast = {"iterations": 2, "batch_size": 64, "eval_every": 1, "attacker_warmup": 1}

@@ -80,16 +80,24 @@ seeds 3-5: dense 0.33 +- 0.04 at 0.078 of a retrain against 0.50 +- 0.09 without
 references (noise floor 0.43 +- 0.08); 95% sparse 0.35 +- 0.22 against 0.36 +- 0.23 (floor 0.27 +- 0.22)
 (`bench/results/cpu-2026-12-03/`)."""
 
-RANDOM_GAME_DEFAULTS: dict[str, Any] = {"warm_start": "influence", "iterations": 15}
+RANDOM_GAME_DEFAULTS: dict[str, Any] = {
+    "warm_start": "influence",
+    "warm_start_samples": 500,
+    "iterations": 25,
+}
 """What `auto` plays for random forgetting on a dense model, on top of the critic's defaults: the game starts
-from IU's step (`warm_start.py`) and, with most of the way already behind it, gets 15 iterations. Chosen
-on the cpu preset, random 10%, seeds 0-2 (1.70 +- 0.83 at 10.1 s; 30 iterations 1.56 +- 0.56 at 15.2 s,
-over a tenth of a retrain; the cold game 2.12 +- 0.73 and IU alone 2.18 +- 0.58 on the same seeds, both
-behind it on every seed), confirmed on seeds 3-5: 1.48 +- 0.50 at 0.08 of a retrain, ahead of the cold
-game (2.31 +- 0.09) on every seed and behind IU alone (0.99 +- 0.12) on every seed. Not on a pruned model:
-at 95% sparsity IU's step overshoots (seeds 3-5: MIA 35.8 against retraining's 28.8) and the warm start
-scored 2.56 +- 1.08 against the cold game's 1.54 +- 0.36 (`bench/results/cpu-2026-12-02/`). Nor on sets
-below `warm_start_from` samples."""
+from IU's step (`warm_start.py`), taken on 500 retain gradients, and plays 25 iterations. With IU's own 1000
+the step took 10-13 s, most of dau's time, on every machine seen (an N x N Gram matrix of N x 304k gradients
+and N per-sample gradients), so dau cost 0.10 of a retrain on one machine and 0.15 on one that trains faster,
+on the same figures. 500 gradients take about 5 s; their noisier step goes half as far (rho 0.0128 against
+0.0256), and ten more iterations, whose cost follows training speed as a retrain's does, make up the rest.
+Chosen on the cpu preset, random 10%, seeds 0-2 (1.79 +- 0.53 at 23.3 s, against 1.91 +- 0.55 at 25.4 s for
+1000 gradients and 15 iterations; 500 gradients with 15 iterations 2.24 +- 0.50, 250 with 15 2.75 +- 0.77),
+confirmed on seeds 3-5: 1.54 +- 0.07 at 0.075 of a retrain, ahead of IU alone (2.27 +- 0.66) on every seed,
+noise floor 0.80 +- 0.15 (`bench/results/cpu-2026-12-03/`). Not on a pruned model: at 95% sparsity IU's
+step overshoots (seeds 3-5: MIA 35.8 against retraining's 28.8) and the warm start scored 2.56 +- 1.08
+against the cold game's 1.54 +- 0.36 (`bench/results/cpu-2026-12-02/`). Nor on sets below
+`warm_start_from` samples."""
 
 WarmStart = Literal["none", "influence"]
 """Where the game starts (`warm_start.py`): `none`, the original model; `influence`, IU's one Newton-like
@@ -194,6 +202,13 @@ class DauConfig(MethodConfig):
         gt=0,
         le=1024,
         description="warm_start influence: memory cap on IU's N x P retain-gradient matrix (N shrinks).",
+    )
+    warm_start_samples: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="warm_start influence: N, the retain gradients in IU's WoodFisher (IU's own: 1000; "
+        "RANDOM_GAME_DEFAULTS: 500).",
     )
     warm_start_from: int = Field(
         1000,

@@ -27,7 +27,11 @@ if TYPE_CHECKING:
 
 def influence_start(job: Job[DauConfig], start: float, share: float) -> tuple[Classifier, dict[str, Any]]:
     """IU's step from `job.model` (untouched), reported on `share` of the progress bar from `start`."""
-    config = IuConfig(seed=job.config.seed, max_gradient_gib=job.config.warm_start_gib)
+    config = IuConfig(
+        seed=job.config.seed,
+        retain_samples=job.config.warm_start_samples,
+        max_gradient_gib=job.config.warm_start_gib,
+    )
     step_job = Job(
         model=job.model,
         splits=job.splits,
