@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from unlearning.methods.base import MethodConfig
 from unlearning.methods.condensation.config import CondenseSettings
+from unlearning.methods.second_order_config import IuConfig
 
 ClassNonMembers = Literal["relabel", "mask_label", "other_classes", "same_class"]
 """Who plays the non-members when a whole class is forgotten (see `pools.py` for the measurements):
@@ -204,10 +205,10 @@ class DauConfig(MethodConfig):
         description="warm_start influence: memory cap on IU's N x P retain-gradient matrix (N shrinks).",
     )
     warm_start_samples: int = Field(
-        1000,
+        IuConfig.model_fields["retain_samples"].default,
         ge=1,
         le=1_000_000,
-        description="warm_start influence: N, the retain gradients in IU's WoodFisher (IU's own: 1000; "
+        description="warm_start influence: N, the retain gradients in IU's WoodFisher (default: IU's own; "
         "RANDOM_GAME_DEFAULTS: 500).",
     )
     warm_start_from: int = Field(

@@ -8,8 +8,9 @@ set barely uses, but how far it gets varies with the seed. Starting the game the
 correction instead of the whole way. The original stays the retain term's teacher, so the game pulls retain
 outputs back to the original's, not to the step's.
 
-The step is IU's own (`methods/iu.py`, its defaults and step rule), with the memory of its N x P gradient
-matrix capped at `warm_start_gib`: a worker that runs DAU should not need IU's 8 GiB allowance.
+The step is IU's own (`methods/iu.py`, its defaults and step rule) on `warm_start_samples` retain gradients
+(N; RANDOM_GAME_DEFAULTS takes 500, as IU's 1000 made the step most of dau's time), with the memory of its
+N x P gradient matrix capped at `warm_start_gib`: a worker that runs DAU should not need IU's 8 GiB allowance.
 """
 
 from __future__ import annotations
