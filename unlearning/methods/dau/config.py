@@ -85,9 +85,14 @@ RANDOM_GAME_DEFAULTS: dict[str, Any] = {
     "warm_start": "influence",
     "warm_start_samples": 500,
     "iterations": 25,
+    "update_fraction": 0.5,
 }
 """What `auto` plays for random forgetting on a dense model, on top of the critic's defaults: the game starts
-from IU's step (`warm_start.py`), taken on 500 retain gradients, and plays 25 iterations. With IU's own 1000
+from IU's step (`warm_start.py`), taken on 500 retain gradients, and plays 25 iterations on the last half of
+the weights (IU's step has moved all of them). Updating half does not change what the game scores and
+stops each backward pass halfway: on a machine of the fast kind (a retrain 116-126 s), seeds 0-2, 1.91 +-
+0.69 against 1.91 +- 0.71 for every weight, with the game's 5.0-5.5 s down to 2.0-2.5 s; confirmed on seeds
+3-5, 1.60 +- 0.59 against 1.63 +- 0.47 (`bench/results/cpu-2026-12-03/random-fast-*`). With IU's own 1000
 the step took 10-13 s, most of dau's time, on every machine seen (an N x N Gram matrix of N x 304k gradients
 and N per-sample gradients), so dau cost 0.10 of a retrain on one machine and 0.15 on one that trains faster,
 on the same figures. 500 gradients take about 5 s; their noisier step goes half as far (rho 0.0128 against
