@@ -116,9 +116,13 @@ def test_auto_starts_random_forgetting_on_a_dense_model_from_the_influence_step(
     )  # named wins
     unnamed = parse_params("dau", {}).for_forget_set(forget_count=1000, class_wise=False)
     assert {name: getattr(unnamed, name) for name in RANDOM_GAME_DEFAULTS} == RANDOM_GAME_DEFAULTS
+    assert "max_grad_norm" not in RANDOM_GAME_DEFAULTS  # the rest comes from the critic's defaults
+    assert dense.max_grad_norm == CRITIC_DEFAULTS["wasserstein"]["max_grad_norm"]
     assert (
-        dense.retain_distill == CRITIC_DEFAULTS["wasserstein"]["retain_distill"]
-    )  # on the critic's defaults
+        dense.retain_distill
+        == RANDOM_GAME_DEFAULTS["retain_distill"]
+        != CRITIC_DEFAULTS["wasserstein"]["retain_distill"]
+    )  # the random game's own win over the critic's
     for kwargs in ({"pruned": True}, {"class_wise": True}, {"forget_count": 1}, {"forget_count": 499}):
         cold = auto.for_forget_set(**{"forget_count": 500, "class_wise": False, **kwargs})  # type: ignore[arg-type]
         assert cold.warm_start == "none", kwargs
@@ -281,6 +285,23 @@ def test_the_retain_term_is_cross_entropy_until_the_defender_leaves_the_original
         assert distilled(moved, y, x).item() > plain(moved, y, x).item() + 1e-3
 
 
+def test_the_nonmember_anchor_is_zero_at_the_original_and_grows_as_the_defender_moves() -> None:
+    problem = memorising_problem()
+    val = problem.random_splits.val
+    x = val.images[:64].float() / 255
+    defender = copy.deepcopy(problem.model).eval()
+    cpu = torch.device("cpu")
+    term = RetainTerm(defender, parse_params("dau", {"retain_distill": 0.0, "nonmember_distill": 2.0}), cpu)
+    assert term.teacher is not None  # the anchor alone needs the original
+    with torch.no_grad():
+        assert term.nonmembers(defender(x), x).item() == pytest.approx(0.0, abs=1e-5)
+        for parameter in defender.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+        moved = defender(x)
+        assert term.nonmembers(moved, x).item() > 1e-3
+        assert term.nonmembers(moved, x).item() == pytest.approx(2.0 * term.distill(moved, x).item())
+
+
 def test_forgetting_a_class_the_teacher_gives_it_no_share() -> None:
     """The distillation target of a class-wise run is the original's softened outputs over the other classes:
     a student that never predicts the forgotten class matches it better than the original's own outputs."""
@@ -323,3 +344,19 @@ def test_retain_distillation_keeps_more_of_retain_accuracy_in_the_critic_game() 
         )  # fmt: skip
         accuracies[weight] = accuracy(model, splits.retain)
     assert accuracies[3.0] >= accuracies[0.0] + 10, accuracies  # measured: 76 -> 100
+
+
+def test_the_nonmember_anchor_keeps_unseen_data_where_the_original_had_it_in_a_strong_game() -> None:
+    """Without the anchor a strong critic lowers every sample's confidence, unseen ones included, and
+    the forget set chases a target that keeps falling; with it, test accuracy stays nearer the original's."""
+    problem = memorising_problem()
+    splits = problem.random_splits
+    params = {**CRITIC, "alpha": 6.0, "iterations": 40, "stop_patience": 100, "retain_distill": 0.0}
+    accuracies = {}
+    for weight in (0.0, 5.0):
+        model, _ = get_method("dau").run(
+            problem.model, splits, parse_params("dau", {**params, "nonmember_distill": weight}),
+            lambda f, s: None, lambda: False,
+        )  # fmt: skip
+        accuracies[weight] = accuracy(model, splits.test)
+    assert accuracies[5.0] >= accuracies[0.0] + 5, accuracies

@@ -86,24 +86,35 @@ RANDOM_GAME_DEFAULTS: dict[str, Any] = {
     "warm_start_samples": 500,
     "iterations": 25,
     "update_fraction": 0.5,
+    "nonmember_distill": 5.0,
+    "alpha": 3.0,
+    "retain_distill": 2.0,
 }
 """What `auto` plays for random forgetting on a dense model, on top of the critic's defaults: the game starts
 from IU's step (`warm_start.py`), taken on 500 retain gradients, and plays 25 iterations on the last half of
-the weights (IU's step has moved all of them). Updating half does not change what the game scores and
-stops each backward pass halfway: on a machine of the fast kind (a retrain 116-126 s), seeds 0-2, 1.91 +-
-0.69 against 1.91 +- 0.71 for every weight, with the game's 5.0-5.5 s down to 2.0-2.5 s; confirmed on seeds
-3-5, 1.60 +- 0.59 against 1.63 +- 0.47 (`bench/results/cpu-2026-12-03/random-fast-*`). With IU's own 1000
-the step took 10-13 s, most of dau's time, on every machine seen (an N x N Gram matrix of N x 304k gradients
-and N per-sample gradients), so dau cost 0.10 of a retrain on one machine and 0.15 on one that trains faster,
-on the same figures. 500 gradients take about 5 s; their noisier step goes half as far (rho 0.0128 against
-0.0256), and ten more iterations, whose cost follows training speed as a retrain's does, make up the rest.
-Chosen on the cpu preset, random 10%, seeds 0-2 (1.79 +- 0.53 at 23.3 s, against 1.91 +- 0.55 at 25.4 s for
-1000 gradients and 15 iterations; 500 gradients with 15 iterations 2.24 +- 0.50, 250 with 15 2.75 +- 0.77),
-confirmed on seeds 3-5: 1.54 +- 0.07 at 0.075 of a retrain, ahead of IU alone (2.27 +- 0.66) on every seed,
-noise floor 0.80 +- 0.15 (`bench/results/cpu-2026-12-03/`). Not on a pruned model: at 95% sparsity IU's
-step overshoots (seeds 3-5: MIA 35.8 against retraining's 28.8) and the warm start scored 2.56 +- 1.08
-against the cold game's 1.54 +- 0.36 (`bench/results/cpu-2026-12-02/`). Nor on sets below
-`warm_start_from` samples."""
+the weights, with the non-member anchor holding the original's outputs on unseen data, a critic twice as
+strong and a lighter retain term.
+
+- The warm start. With IU's own 1000 gradients the step took 10-13 s, most of dau's time, on every machine
+  seen (an N x N Gram matrix of N x 304k gradients and N per-sample gradients). 500 gradients take about
+  5 s; their noisier step goes half as far (rho 0.0128 against 0.0256), and ten more iterations make up the
+  rest. Seeds 0-2: 1.79 +- 0.53 at 23.3 s, against 1.91 +- 0.55 at 25.4 s for 1000 gradients and 15
+  iterations (500 with 15: 2.24 +- 0.50, 250 with 15: 2.75 +- 0.77); seeds 3-5: 1.54 +- 0.07 at 0.075 of a
+  retrain, noise floor 0.80 +- 0.15 (`bench/results/cpu-2026-12-03/`). Not on a pruned model: at 95%
+  sparsity IU's step overshoots (seeds 3-5: MIA 35.8 against retraining's 28.8) and the warm start scored
+  2.56 +- 1.08 against the cold game's 1.54 +- 0.36 (`bench/results/cpu-2026-12-02/`). Nor on sets below
+  `warm_start_from` samples.
+- The last half of the weights (`update_fraction` 0.5; IU's step has moved all of them): the same
+  disparity, each backward pass stopping halfway. On a machine of the fast kind (a retrain 116-126 s),
+  seeds 0-2: 1.91 +- 0.69 against 1.91 +- 0.71 for every weight, the game 2.0-2.5 s instead of 5.0-5.5 s;
+  seeds 3-5: 1.60 +- 0.59 against 1.63 +- 0.47 (`bench/results/cpu-2026-12-03/random-fast-*`).
+- The anchor (`nonmember_distill` 5) with `alpha` 3 and `retain_distill` 2. Without the anchor the critic
+  lowers every sample's confidence, unseen ones included, and the forget set chases a target that keeps
+  falling: alpha 3 with retain_distill 2 and no anchor collapsed the model (22.19 +- 12.37, UA 48). Same
+  machine, seeds 0-2: 1.61 +- 0.71 against 1.91 +- 0.69, lower on every seed (the anchor alone held
+  accuracy but forgot less: 2.12 +- 0.68); seeds 3-5: 1.51 +- 0.71 against 1.60 +- 0.59; seeds 6-8: 2.09
+  +- 1.62 against 2.29 +- 1.63. Lower on 8 of the 9 seeds, by 0.20 +- 0.12 paired
+  (`bench/results/cpu-2026-12-04/`)."""
 
 WarmStart = Literal["none", "influence"]
 """Where the game starts (`warm_start.py`): `none`, the original model; `influence`, IU's one Newton-like
@@ -233,6 +244,14 @@ class DauConfig(MethodConfig):
         "next to its cross-entropy (`retain_term.py`): holds the retain behaviour the adversarial term "
         "erodes. 0: cross-entropy alone, as in the paper. Wasserstein critic: 5.0 (CRITIC_DEFAULTS); "
         "a class: 10.0 (CLASS_GAME_DEFAULTS), with the class masked out of the teacher's outputs.",
+    )
+    nonmember_distill: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="Wasserstein critic: weight of the KL divergence from the original model's outputs on "
+        "each iteration's non-member batch (the anchor): holds what unseen data looks like, the target the "
+        "forget set is matched to. 0: off; RANDOM_GAME_DEFAULTS: 5.",
     )
     distill_temperature: float = Field(
         2.0, gt=0, le=100, description="Softmax temperature of the retain distillation term."

@@ -1,11 +1,15 @@
 """DAU with the Wasserstein critic (`critic.py`): the game `DauConfig.critic = "wasserstein"` plays.
 
-    defender step:  min_D  CE(D(R), y_R) + alpha * W1(phi_D(F), phi_D(V)) + lambda_bt * BT(z_F, z_V)
+    defender step:  min_D  retain term(R) + alpha * W1(phi_D(F), phi_D(V)) + lambda_bt * BT(z_F, z_V)
+                           + nonmember_distill * KL(D_0(V) || D(V))
 
 F is a batch of the whole forget set, V a batch of non-members paired with it (same class in random
 forgetting, relabelled other classes' images class-wise: `pools.py`), phi the logit-scaled confidence of
-each sample's label token. The critic is solved exactly at every step, so there is no attacker to warm up
-or step, and no sensitivity copies: an iteration costs one forward-backward of R + F and a forward of V.
+each sample's label token, D_0 the original model. The critic is solved exactly at every step, so there is
+no attacker to warm up or step, and no sensitivity copies: an iteration costs one forward-backward of R + F
+and a forward of V (a forward-backward with the anchor). The critic's gradient reaches only F, but the shared
+weights move V's confidence with it; the anchor (the last term) keeps V where the original had it, so the
+target the forget set is matched to stays what unseen data looks like.
 
 The held-out check the stopping rule (`game.py`) reads, aimed at "the forget set looks like unseen data":
 the AUC of phi, forget samples (a fixed probe of up to `holdout_max`) against held-out non-members the game
@@ -76,10 +80,14 @@ class CriticGame(Game):
         forward = self._forward(x_f)
         logits_f, z_f = forward.logits_f, forward.z_f
         loss = self.retain_term(forward.logits_r, forward.y_r, forward.x_r)
-        if alpha > 0 or self.lambda_bt > 0:
-            with torch.no_grad(), self._autocast():
+        anchored = config.nonmember_distill > 0
+        if alpha > 0 or self.lambda_bt > 0 or anchored:
+            with torch.set_grad_enabled(anchored), self._autocast():
                 z_v = self.defender.features(x_v)
                 logits_v = self.defender.head(z_v)
+            if anchored:
+                loss = loss + self.retain_term.nonmembers(logits_v, x_v)
+                z_v, logits_v = z_v.detach(), logits_v.detach()
         if alpha > 0:
             member_labels = self.member_tokens[forget_rows.to(self.device)]
             nonmember_labels = self.nonmember_tokens[val_rows.to(self.device)]

@@ -9,7 +9,10 @@ sample then pulls, right or wrong, towards where it was (knowledge distillation,
 temperature T with the usual T^2 scaling). When a whole class is forgotten, the teacher's logit for it is
 masked out: its softened outputs would otherwise give the class its share on every retain image and pull the
 defender back towards predicting it, while a model retrained without the class spreads that share over the
-others."""
+others.
+
+The same divergence on the critic game's non-member batch is its anchor (`nonmember_distill`, `nonmembers`):
+unseen data should look to the unlearned model as it did to the original."""
 
 from __future__ import annotations
 
@@ -49,21 +52,30 @@ class RetainTerm:
         forget_class: int | None = None,
     ) -> None:
         self.weight, self.temperature = config.retain_distill, config.distill_temperature
+        self.nonmember_weight = config.nonmember_distill
         self.forget_class = forget_class
         self.autocast = autocast
         self.teacher: Classifier | None = None
-        if self.weight > 0:
+        if self.weight > 0 or self.nonmember_weight > 0:
             self.teacher = working_copy(original, device).eval().requires_grad_(False)
 
     def __call__(self, logits_r: Tensor, y_r: Tensor, x_r: Tensor) -> Tensor:
         loss = F.cross_entropy(logits_r.float(), y_r)
-        if self.teacher is None:
+        if self.weight == 0:
             return loss
+        return loss + self.weight * self.distill(logits_r, x_r)
+
+    def nonmembers(self, logits_v: Tensor, x_v: Tensor) -> Tensor:
+        """`nonmember_distill` times the KL divergence from the original's outputs on a non-member batch."""
+        return self.nonmember_weight * self.distill(logits_v, x_v)
+
+    def distill(self, logits: Tensor, x: Tensor) -> Tensor:
+        """The KL divergence of `logits` from the teacher's softened outputs on `x`, scaled by T^2."""
+        assert self.teacher is not None
         with torch.no_grad(), self.autocast():
-            softened = self.teacher(x_r).float() / self.temperature
+            softened = self.teacher(x).float() / self.temperature
         if self.forget_class is not None:
             mask_class(softened, self.forget_class)
         target = F.log_softmax(softened, dim=1)
-        student = F.log_softmax(logits_r.float() / self.temperature, dim=1)
-        distill = F.kl_div(student, target, reduction="batchmean", log_target=True)
-        return loss + self.weight * self.temperature**2 * distill
+        student = F.log_softmax(logits.float() / self.temperature, dim=1)
+        return self.temperature**2 * F.kl_div(student, target, reduction="batchmean", log_target=True)
