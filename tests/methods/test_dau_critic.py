@@ -332,31 +332,29 @@ def test_forgetting_a_class_the_teacher_gives_it_no_share() -> None:
     assert (student.grad[:, gone] > 0).all()  # every retain sample pushes the forgotten class's logit down
 
 
-def test_retain_distillation_keeps_more_of_retain_accuracy_in_the_critic_game() -> None:
+def _accuracy_by_weight(
+    field: str, weights: tuple[float, ...], split: str, **params: object
+) -> dict[float, float]:
+    """Accuracy on `split` of the critic game's model on the memorising problem, per weight of `field`."""
     problem = memorising_problem()
     splits = problem.random_splits
-    params = {**CRITIC, "alpha": 3.0, "iterations": 40, "stop_patience": 100}
     accuracies = {}
-    for weight in (0.0, 3.0):
-        model, info = get_method("dau").run(
-            problem.model, splits, parse_params("dau", {**params, "retain_distill": weight}),
-            lambda f, s: None, lambda: False,
-        )  # fmt: skip
-        accuracies[weight] = accuracy(model, splits.retain)
+    for weight in weights:
+        config = parse_params(
+            "dau", {**CRITIC, "iterations": 40, "stop_patience": 100, **params, field: weight}
+        )
+        model, _ = get_method("dau").run(problem.model, splits, config, lambda f, s: None, lambda: False)
+        accuracies[weight] = accuracy(model, getattr(splits, split))
+    return accuracies
+
+
+def test_retain_distillation_keeps_more_of_retain_accuracy_in_the_critic_game() -> None:
+    accuracies = _accuracy_by_weight("retain_distill", (0.0, 3.0), "retain", alpha=3.0)
     assert accuracies[3.0] >= accuracies[0.0] + 10, accuracies  # measured: 76 -> 100
 
 
 def test_the_nonmember_anchor_keeps_unseen_data_where_the_original_had_it_in_a_strong_game() -> None:
     """Without the anchor a strong critic lowers every sample's confidence, unseen ones included, and
     the forget set chases a target that keeps falling; with it, test accuracy stays nearer the original's."""
-    problem = memorising_problem()
-    splits = problem.random_splits
-    params = {**CRITIC, "alpha": 6.0, "iterations": 40, "stop_patience": 100, "retain_distill": 0.0}
-    accuracies = {}
-    for weight in (0.0, 5.0):
-        model, _ = get_method("dau").run(
-            problem.model, splits, parse_params("dau", {**params, "nonmember_distill": weight}),
-            lambda f, s: None, lambda: False,
-        )  # fmt: skip
-        accuracies[weight] = accuracy(model, splits.test)
-    assert accuracies[5.0] >= accuracies[0.0] + 5, accuracies
+    accuracies = _accuracy_by_weight("nonmember_distill", (0.0, 5.0), "test", alpha=6.0, retain_distill=0.0)
+    assert accuracies[5.0] >= accuracies[0.0] + 5, accuracies  # measured: 25 -> 40 (the original: 43)

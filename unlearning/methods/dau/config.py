@@ -113,7 +113,7 @@ strong and a lighter retain term.
   falling: alpha 3 with retain_distill 2 and no anchor collapsed the model (22.19 +- 12.37, UA 48). Same
   machine, seeds 0-2: 1.61 +- 0.71 against 1.91 +- 0.69, lower on every seed (the anchor alone held
   accuracy but forgot less: 2.12 +- 0.68); seeds 3-5: 1.51 +- 0.71 against 1.60 +- 0.59; seeds 6-8: 2.09
-  +- 1.62 against 2.29 +- 1.63. Lower on 8 of the 9 seeds, by 0.20 +- 0.12 paired
+  +- 1.62 against 2.29 +- 1.63. Lower on 8 of the 9 seeds, by 0.20 +- 0.11 paired
   (`bench/results/cpu-2026-12-04/`)."""
 
 WarmStart = Literal["none", "influence"]
