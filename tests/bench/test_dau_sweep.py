@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-import torch
+from bench_script import load_bench_script
 from typer.testing import CliRunner
-
-SWEEP = Path(__file__).resolve().parents[2] / "bench" / "dau_sweep.py"
 
 
 def test_sweep_scores_each_variant_against_retrain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("UNLEARN_CACHE_DIR", str(tmp_path / "cache"))
-    torch.set_num_threads(1)
-    spec = importlib.util.spec_from_file_location("dau_sweep", SWEEP)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_bench_script("dau_sweep", tmp_path, monkeypatch)
     out = tmp_path / "sweep.jsonl"
     args = ["--preset", "smoke", "--scenario", "class", "--json", str(out)]
     args += ["--variant", '{"iterations": 5}', "--variant", '{"iterations": 5, "alpha": 0, "lambda_bt": 0}']

@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
+from bench_script import load_bench_script
 from typer.testing import CliRunner
 
 from unlearning.bench.presets import get_preset
 from unlearning.bench.runner import BenchOptions, SilentReporter, headline_metrics, original_model
 from unlearning.bench.scenarios import scenario_splits
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "mia_boundary.py"
-
 
 def test_each_model_gets_a_row_and_an_unknown_row_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("UNLEARN_CACHE_DIR", str(tmp_path / "cache"))
-    torch.set_num_threads(1)
-    spec = importlib.util.spec_from_file_location("mia_boundary", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_bench_script("mia_boundary", tmp_path, monkeypatch)
     args = ["--preset", "smoke", "--scenario", "random"]
     result = CliRunner().invoke(module.app, [*args, "--methods", "ga"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
