@@ -38,43 +38,16 @@ def sweep(
     from rich.table import Table
 
     from unlearning.audit import avg_disparity
-    from unlearning.bench.presets import get_preset
-    from unlearning.bench.rows import row_spec
-    from unlearning.bench.runner import (
-        BenchOptions,
-        SilentReporter,
-        headline_metrics,
-        original_model,
-        retrain_reference,
-        sparse_original,
-    )
-    from unlearning.bench.scenarios import scenario_splits
+    from unlearning.bench.runner import cached_references, headline_metrics
     from unlearning.methods import get_method, parse_params
     from unlearning.types import never_stop, no_progress
 
     console = Console()
-    options = BenchOptions(
-        preset,
-        scenario,  # type: ignore[arg-type]
-        ["retrain"],
-        seed=seed,
-        data_path=data,
-        sparsity=sparsity,
-        reuse_retrain=True,
-    )
-    bench_preset = get_preset(preset)
-    dataset = bench_preset.load(data, seed)
-    splits = scenario_splits(dataset, scenario, seed=seed)  # type: ignore[arg-type]
-    original = original_model(bench_preset, dataset, options, SilentReporter())
-    if sparsity is not None:
-        original = sparse_original(original, bench_preset, dataset, options, SilentReporter())
-    retrain = row_spec("retrain", bench_preset, seed)
-    reference, cached = retrain_reference(
-        retrain, original.model, splits, bench_preset, options, SilentReporter()
-    )
-    if not cached:
+    references = cached_references(preset, scenario, seed, data, sparsity)  # type: ignore[arg-type]
+    splits, original = references.splits, references.original
+    if not references.retrain_cached:
         console.print("note: no cached retrain reference was found, so it was retrained just now")
-    target = headline_metrics(reference.model, splits, seed)
+    target = headline_metrics(references.retrain, splits, seed)
     table = Table(title=f"{method} sweep: {preset} {scenario} sparsity {sparsity}, retrain {target}")
     for column in ("params", "UA", "MIA", "RA", "TA", "disparity", "seconds", "iterations", "stop"):
         table.add_column(column)
@@ -85,7 +58,7 @@ def sweep(
         except (ValueError, TypeError) as error:  # JSON and pydantic errors are ValueErrors
             raise typer.BadParameter(f"{raw}: {error}", param_hint="--variant") from None
         start = time.perf_counter()
-        model, info = get_method(method).run(original.model, splits, config, no_progress, never_stop)
+        model, info = get_method(method).run(original, splits, config, no_progress, never_stop)
         seconds = time.perf_counter() - start
         metrics = headline_metrics(model, splits, seed)
         disparity = avg_disparity(metrics, target)

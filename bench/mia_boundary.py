@@ -36,35 +36,19 @@ def boundary(
 
     from unlearning.audit.protocol import model_probs
     from unlearning.audit.svm_mia import svm_mia_efficacy
-    from unlearning.bench.presets import get_preset
     from unlearning.bench.rows import parse_rows, row_spec
-    from unlearning.bench.runner import BenchOptions, SilentReporter, original_model, retrain_reference
-    from unlearning.bench.scenarios import scenario_splits
-    from unlearning.methods import get_method, parse_params
-    from unlearning.types import never_stop, no_progress
+    from unlearning.bench.runner import SilentReporter, cached_references, run_row
 
     try:
         rows = [name for name in parse_rows(methods) if name != "retrain"]
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--methods") from None
-    options = BenchOptions(preset, scenario, ["retrain"], seed=seed, data_path=data, reuse_retrain=True)  # type: ignore[arg-type]
-    bench_preset = get_preset(preset)
-    dataset = bench_preset.load(data, seed)
-    splits = scenario_splits(dataset, scenario, seed=seed)  # type: ignore[arg-type]
-    original = original_model(bench_preset, dataset, options, SilentReporter())
-    retrain, _ = retrain_reference(
-        row_spec("retrain", bench_preset, seed),
-        original.model,
-        splits,
-        bench_preset,
-        options,
-        SilentReporter(),
-    )
-    models = {"original": original.model, "retrain": retrain.model}
-    for name in rows:
-        spec = row_spec(name, bench_preset, seed)  # the row as `unlearn bench` runs it
-        config = parse_params(spec.method, spec.params)
-        models[name], _ = get_method(spec.method).run(original.model, splits, config, no_progress, never_stop)
+    references = cached_references(preset, scenario, seed, data)  # type: ignore[arg-type]
+    splits = references.splits
+    models = {"original": references.original, "retrain": references.retrain}
+    for name in rows:  # each row as `unlearn bench` runs it
+        spec = row_spec(name, references.preset, seed)
+        models[name] = run_row(spec, references.original, splits, SilentReporter()).model
 
     table = Table(title=f"SVM attack per model: {preset} {scenario}, seed {seed}")
     for column in (

@@ -111,7 +111,7 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None) -> BenchR
             if cached:
                 reference_note = f"retrain loaded from the cache ({measured.seconds:.1f} s in an earlier run)"
         else:
-            measured = _run_row(spec, original.model, splits, reporter)
+            measured = run_row(spec, original.model, splits, reporter)
         if options.sparsity is not None:
             from unlearning.pruning import sparsity_of
 
@@ -256,12 +256,13 @@ def retrain_reference(
         if cached is not None:
             reporter.log(f"retrain: reusing the cached reference at {path}")
             return _Measured(cached.model, cached.seconds, {"cached": str(path)}), True
-    measured = _run_row(spec, original, splits, reporter)
+    measured = run_row(spec, original, splits, reporter)
     store(measured.model, measured.seconds, path)
     return measured, False
 
 
-def _run_row(spec: RowSpec, original: Classifier, splits: UnlearningSplits, reporter: Reporter) -> _Measured:
+def run_row(spec: RowSpec, original: Classifier, splits: UnlearningSplits, reporter: Reporter) -> _Measured:
+    """One bench row from `original`, timed, with the run's info."""
     method = get_method(spec.method)
     config = parse_params(spec.method, spec.params)
     with reporter.task(spec.name) as progress:
@@ -269,6 +270,36 @@ def _run_row(spec: RowSpec, original: Classifier, splits: UnlearningSplits, repo
         model, info = method.run(original, splits, config, progress, never_stop)
         seconds = time.perf_counter() - start
     return _Measured(model, seconds, info)
+
+
+@dataclass(frozen=True)
+class References:
+    """What a tuning script (`bench/dau_sweep.py`, `bench/mia_boundary.py`) scores against."""
+
+    preset: Preset
+    splits: UnlearningSplits
+    original: Classifier
+    retrain: Classifier
+    retrain_cached: bool
+    """False: no retrain reference was cached for these splits, so it was retrained just now."""
+
+
+def cached_references(
+    preset_name: str, scenario: Scenario, seed: int, data: Path | None, sparsity: float | None = None
+) -> References:
+    """The bench's original (pruned when `sparsity`) and retrain reference for `seed`, as `unlearn bench`
+    left them in the cache (made and cached when missing), and the splits they belong to."""
+    options = BenchOptions(preset_name, scenario, [REFERENCE_ROW], seed=seed, data_path=data)
+    options = dataclasses.replace(options, sparsity=sparsity, reuse_retrain=True)
+    preset = get_preset(preset_name)
+    dataset = preset.load(data, seed)
+    splits = scenario_splits(dataset, scenario, seed=seed)
+    original = original_model(preset, dataset, options, SilentReporter())
+    if sparsity is not None:
+        original = sparse_original(original, preset, dataset, options, SilentReporter())
+    spec = row_spec(REFERENCE_ROW, preset, seed)
+    retrain, cached = retrain_reference(spec, original.model, splits, preset, options, SilentReporter())
+    return References(preset, splits, original.model, retrain.model, cached)
 
 
 def headline_metrics(model: Classifier, splits: UnlearningSplits, seed: int) -> dict[str, float]:
