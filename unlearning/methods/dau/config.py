@@ -234,6 +234,13 @@ class DauConfig(MethodConfig):
         description="warm_start influence: IU's step rule, the retain-probe accuracy (points) the step may "
         "cost (default: IU's own).",
     )
+    warm_start_update_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="warm_start influence: share of the weights (the last layers') IU's step moves and "
+        "takes its gradients over.",
+    )
     warm_start_from: int = Field(
         1000,
         ge=2,
