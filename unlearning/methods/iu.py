@@ -52,38 +52,22 @@ def unflat(vector: Tensor, like: Params) -> Params:
     return out
 
 
-def last_names(model: Classifier, fraction: float) -> frozenset[str]:
-    """The last parameters (in the network's order) holding `fraction` of all weights."""
-    named = list(model.named_parameters())
-    budget = fraction * sum(param.numel() for _, param in named)
-    names = set()
-    for name, param in reversed(named):
-        if budget <= 0:
-            break
-        names.add(name)
-        budget -= param.numel()
-    return frozenset(names)
-
-
-def kept_entries(model: Classifier, names: frozenset[str]) -> Tensor:
-    """1 for every weight entry of `names` that may move, 0 where pruned (flattened in parameter order)."""
+def kept_entries(model: Classifier) -> Tensor:
+    """1 for every weight entry that may move, 0 where pruned (flattened in parameter order)."""
     return flat(
         {
             name: model.masks[name].float() if name in model.masks else torch.ones_like(param)
             for name, param in model.named_parameters()
-            if name in names
         }
     )
 
 
-def mean_gradient(
-    model: Classifier, data: ImageSet, chunk_size: int, should_stop: ShouldStop, names: frozenset[str]
-) -> Tensor:
-    """mean_i g_i over `data` for the parameters `names`, flattened (one ordinary backward per chunk)."""
+def mean_gradient(model: Classifier, data: ImageSet, chunk_size: int, should_stop: ShouldStop) -> Tensor:
+    """mean_i g_i over `data`, flattened (one ordinary backward per chunk)."""
     model.zero_grad(set_to_none=True)
     for images, labels in in_chunks(model, data, chunk_size, should_stop, "IU forget gradient"):
         (F.cross_entropy(model(images).float(), labels, reduction="sum") / len(data)).backward()
-    total = flat({name: param.grad for name, param in model.named_parameters() if name in names})  # type: ignore[misc]
+    total = flat({name: param.grad for name, param in model.named_parameters()})  # type: ignore[misc]
     model.zero_grad(set_to_none=True)
     return total
 
@@ -102,8 +86,7 @@ def influence_direction(
     model: Classifier, splits: UnlearningSplits, config: IuConfig, should_stop: ShouldStop, progress: Progress
 ) -> tuple[Params, dict[str, Any]]:
     """F^-1 v as parameter-shaped tensors (model in eval mode), and what it was computed from."""
-    names = last_names(model, config.update_fraction)
-    params = {name: param.detach() for name, param in model.named_parameters() if name in names}
+    params = {name: param.detach() for name, param in model.named_parameters()}
     size = sum(value.numel() for value in params.values())
     memory_cap = max(1, int(config.max_gradient_gib * BYTES_PER_GIB // (4 * size)))
     rows = sample_rows(
@@ -111,30 +94,22 @@ def influence_direction(
     )
     retain_sample = splits.retain.subset(rows)
     device = next(model.parameters()).device
-    kept = kept_entries(model, names).to(device)
+    kept = kept_entries(model).to(device)
 
     gradients = torch.empty(len(retain_sample), size, device=device)
     done = 0
     for images, labels in in_chunks(
         model, retain_sample, config.chunk_size, should_stop, "IU retain gradients"
     ):
-        gradients[done : done + len(images)] = flat(
-            per_sample_gradients(model, images, labels, names), batch_dims=1
-        )
+        gradients[done : done + len(images)] = flat(per_sample_gradients(model, images, labels), batch_dims=1)
         done += len(images)
         progress(0.8 * done / len(retain_sample), "retain gradients")
     gradients *= kept
-    forget_gradient = mean_gradient(model, splits.forget, config.chunk_size, should_stop, names) * kept
+    forget_gradient = mean_gradient(model, splits.forget, config.chunk_size, should_stop) * kept
     progress(0.85, "forget gradient")
     v = forget_gradient - gradients.mean(dim=0)
     direction = woodfisher_inverse_product(gradients, v, config.damping) * kept
-    moved = unflat(direction, params)
-    still = {name: torch.zeros_like(param) for name, param in model.named_parameters() if name not in names}
-    return {**moved, **still}, {
-        "retain_samples": len(retain_sample),
-        "memory_cap_samples": memory_cap,
-        "parameters": size,
-    }
+    return unflat(direction, params), {"retain_samples": len(retain_sample), "memory_cap_samples": memory_cap}
 
 
 class InfluenceUnlearning(OneShotMethod[IuConfig]):

@@ -70,14 +70,9 @@ class OneShotMethod(Method[PerturbationConfigT]):
         raise NotImplementedError
 
 
-def per_sample_gradients(
-    model: Classifier, images: Tensor, targets: Tensor, names: frozenset[str] | None = None
-) -> Params:
-    """grad_theta CE(model(x_i), y_i) for every row i: name -> B x shape (model in eval mode); with
-    `names`, for those parameters alone (the others held as they are)."""
-    params = {
-        name: param.detach() for name, param in model.named_parameters() if names is None or name in names
-    }
+def per_sample_gradients(model: Classifier, images: Tensor, targets: Tensor) -> Params:
+    """grad_theta CE(model(x_i), y_i) for every row i: name -> B x shape (model in eval mode)."""
+    params = {name: param.detach() for name, param in model.named_parameters()}
     buffers = dict(model.named_buffers())
 
     def loss(weights: Params, x: Tensor, y: Tensor) -> Tensor:

@@ -44,10 +44,3 @@ class IuConfig(PerturbationConfig):
     max_gradient_gib: float = Field(
         8.0, gt=0, le=1024, description="Memory cap on the N x P gradient matrix."
     )
-    update_fraction: float = Field(
-        1.0,
-        gt=0,
-        le=1,
-        description="Share of the weights (the last layers') the step moves; the curvature and the "
-        "gradients are taken over those alone (P shrinks with it).",
-    )

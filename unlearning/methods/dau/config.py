@@ -227,20 +227,6 @@ class DauConfig(MethodConfig):
         description="warm_start influence: N, the retain gradients in IU's WoodFisher (default: IU's own; "
         "RANDOM_GAME_DEFAULTS: 500).",
     )
-    warm_start_max_retain_drop: float = Field(
-        IuConfig.model_fields["max_retain_drop"].default,
-        ge=0,
-        le=100,
-        description="warm_start influence: IU's step rule, the retain-probe accuracy (points) the step may "
-        "cost (default: IU's own).",
-    )
-    warm_start_update_fraction: float = Field(
-        1.0,
-        gt=0,
-        le=1,
-        description="warm_start influence: share of the weights (the last layers') IU's step moves and "
-        "takes its gradients over.",
-    )
     warm_start_from: int = Field(
         1000,
         ge=2,
@@ -295,18 +281,6 @@ class DauConfig(MethodConfig):
         le=100_000,
         description="Random forgetting: alpha drops to 0 after this many iterations (None: never), leaving "
         "retain-only iterations that repair collateral damage.",
-    )
-    random_alpha_gate: bool = Field(
-        False,
-        description="Random forgetting: the adversarial term plays between two held-out checks only when "
-        "the first found the attacker above chance; once at chance, the iterations up to the next check "
-        "are retain-only and repair the accuracy the game cost.",
-    )
-    random_restore_target: Literal["start", "original"] = Field(
-        "start",
-        description="Random forgetting: the retain accuracy the stopping rule counts as recovered (within "
-        "`retain_tolerance`): the game's start (after a warm start), or the original model's on the same "
-        "probe. A warm start may cost up to IU's `max_retain_drop` before the game begins.",
     )
     class_alpha_iterations: int = Field(
         30,

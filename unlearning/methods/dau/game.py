@@ -75,7 +75,6 @@ class Game(ABC):
         self.retain_term = RetainTerm(
             teacher, config, device, self._autocast, forget_class=splits.forget_class
         )
-        self.original = teacher
         self._set_up()
 
     def _draw_retain(self) -> None:
@@ -118,17 +117,13 @@ class Game(ABC):
         restore_to = start_retain_accuracy
         if class_wise and config.class_restore_target == "without_class":
             restore_to = self._retain_accuracy(without_class=self.splits.forget_class)
-        if not class_wise and config.random_restore_target == "original":
-            original = self.retain_term.teacher or working_copy(self.original, self.device).eval()
-            restore_to = self._retain_accuracy(model=original)
         self._before_game(progress, should_stop)
         trace = [self._evaluate(0)]
         won_streak, stop_reason, iteration = 0, "budget", 0
         alpha_off_at: int | None = None
-        gated = config.random_alpha_gate and not class_wise and trace[0].at_chance(config.stop_tolerance)
         for iteration in range(1, config.iterations + 1):
             raise_if_stopped(should_stop, f"DAU iteration {iteration}")
-            alpha = config.alpha if alpha_off_at is None and not gated else 0.0
+            alpha = config.alpha if alpha_off_at is None else 0.0
             if not class_wise and config.random_alpha_iterations is not None:
                 alpha = config.alpha if iteration <= config.random_alpha_iterations else 0.0
             stage = "game" if alpha > 0 else "restore"
@@ -149,7 +144,6 @@ class Game(ABC):
                 won = alpha == 0 and recovered
             else:
                 won = at_chance and recovered
-                gated = config.random_alpha_gate and at_chance
             won_streak = won_streak + 1 if won else 0
             if won_streak >= config.stop_patience:
                 stop_reason = "restored" if class_wise else "won"
@@ -189,19 +183,16 @@ class Game(ABC):
         return batch_to(images, self.device, self.memory_format)
 
     @torch.no_grad()
-    def _logits(self, images: ImageSet, rows: Tensor, model: Classifier | None = None) -> Tensor:
-        """`model`'s logits (the defender's by default) on `rows` of `images`."""
-        model = self.defender if model is None else model
+    def _logits(self, images: ImageSet, rows: Tensor) -> Tensor:
         chunks = []
         for chunk in rows.split(512):
             with self._autocast():
-                chunks.append(model(self._batch(images.images[chunk])).float())
+                chunks.append(self.defender(self._batch(images.images[chunk])).float())
         return torch.cat(chunks)
 
-    def _retain_accuracy(self, without_class: int | None = None, model: Classifier | None = None) -> float:
-        """Accuracy on the retain probe (the defender's, or `model`'s); with `without_class`, of the argmax
-        over the other classes."""
-        logits = self._logits(self.splits.retain, self.retain_probe, model)
+    def _retain_accuracy(self, without_class: int | None = None) -> float:
+        """Accuracy on the retain probe; with `without_class`, of the argmax over the other classes."""
+        logits = self._logits(self.splits.retain, self.retain_probe)
         if without_class is not None:
             mask_class(logits, without_class)
         predicted = logits.argmax(1).cpu()

@@ -32,8 +32,6 @@ def influence_start(job: Job[DauConfig], start: float, share: float) -> tuple[Cl
         seed=job.config.seed,
         retain_samples=job.config.warm_start_samples,
         max_gradient_gib=job.config.warm_start_gib,
-        max_retain_drop=job.config.warm_start_max_retain_drop,
-        update_fraction=job.config.warm_start_update_fraction,
     )
     step_job = Job(
         model=job.model,
