@@ -263,6 +263,9 @@ class DauConfig(MethodConfig):
     bn_recalibrate_warm_start: bool = Field(
         False, description="Also re-estimate them after the warm start, before the game (bn_recalibrate)."
     )
+    bn_recalibrate_after_game: bool = Field(
+        True, description="bn_recalibrate: also after the game (False: after the warm start alone)."
+    )
     distill_temperature: float = Field(
         2.0, gt=0, le=100, description="Softmax temperature of the retain distillation term."
     )

@@ -59,7 +59,7 @@ class Dau(Method[DauConfig]):
                         _recalibrate(model, job, config)
             game = game_type(model, splits, retain, config, job.device, job.clock, teacher=job.model)
             unlearned, info = game.play(job.progress_span(start, 1 - start), job.should_stop)
-            if config.bn_recalibrate:
+            if config.bn_recalibrate and config.bn_recalibrate_after_game:
                 with job.clock.stage("bn_recalibrate"):
                     info["bn_recalibrated"] = _recalibrate(unlearned, job, config)
         info["warm_start"] = warm_start
