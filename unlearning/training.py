@@ -252,37 +252,3 @@ def accuracy(model: Classifier, data: ImageSet, *, device: torch.device | str | 
         return 0.0
     predicted = predict_logits(model, data, device=device).argmax(dim=1)
     return 100.0 * float((predicted == data.labels.cpu()).float().mean())
-
-
-@torch.no_grad()
-def recalibrate_batch_norm(
-    model: Classifier,
-    images: ImageSet,
-    rows: Tensor,
-    device: torch.device,
-    *,
-    generator: torch.Generator,
-    batch_size: int = 256,
-) -> int:
-    """Re-estimate every batch norm layer's running statistics on `images[rows]` (augmented as in base
-    training) under the model's current weights, as their cumulative average; the model ends in eval mode.
-    A method that trains in eval mode leaves statistics that belong to the weights it started from.
-    Returns how many layers were recalibrated (0: none, nothing ran)."""
-    norms = [layer for layer in model.modules() if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return 0
-    momenta = [layer.momentum for layer in norms]
-    for layer in norms:
-        layer.reset_running_stats()
-        layer.momentum = None
-    memory_format = memory_format_for(model, device)
-    model.train()
-    try:
-        for chunk in rows.split(batch_size):
-            batch = to_float(images.images[chunk].to(device)).contiguous(memory_format=memory_format)
-            model(augment(batch, generator))
-    finally:
-        model.eval()
-        for layer, momentum in zip(norms, momenta, strict=True):
-            layer.momentum = momentum
-    return len(norms)

@@ -253,19 +253,6 @@ class DauConfig(MethodConfig):
         "each iteration's non-member batch (the anchor): holds what unseen data looks like, the target the "
         "forget set is matched to. 0: off; RANDOM_GAME_DEFAULTS: 5.",
     )
-    bn_recalibrate: int = Field(
-        0,
-        ge=0,
-        le=1_000_000,
-        description="Retain samples (augmented) to re-estimate the batch norm statistics on after the game "
-        "(0: off). The game trains in eval mode, so its statistics stay the start's.",
-    )
-    bn_recalibrate_warm_start: bool = Field(
-        False, description="Also re-estimate them after the warm start, before the game (bn_recalibrate)."
-    )
-    bn_recalibrate_after_game: bool = Field(
-        True, description="bn_recalibrate: also after the game (False: after the warm start alone)."
-    )
     distill_temperature: float = Field(
         2.0, gt=0, le=100, description="Softmax temperature of the retain distillation term."
     )

@@ -25,7 +25,6 @@ from unlearning.methods.dau.config import DauConfig
 from unlearning.methods.dau.critic_game import CriticGame
 from unlearning.methods.dau.samia_game import SamiaGame
 from unlearning.methods.dau.warm_start import influence_start
-from unlearning.training import recalibrate_batch_norm
 
 if TYPE_CHECKING:
     from models.base import Classifier
@@ -54,26 +53,13 @@ class Dau(Method[DauConfig]):
             if config.warm_start == "influence":
                 model, warm_start = influence_start(job, start, WARM_START_SHARE * (1 - start))
                 start += WARM_START_SHARE * (1 - start)
-                if config.bn_recalibrate and config.bn_recalibrate_warm_start:
-                    with job.clock.stage("bn_recalibrate"):
-                        _recalibrate(model, job, config)
             game = game_type(model, splits, retain, config, job.device, job.clock, teacher=job.model)
             unlearned, info = game.play(job.progress_span(start, 1 - start), job.should_stop)
-            if config.bn_recalibrate and config.bn_recalibrate_after_game:
-                with job.clock.stage("bn_recalibrate"):
-                    info["bn_recalibrated"] = _recalibrate(unlearned, job, config)
         info["warm_start"] = warm_start
         info["retain_source"] = config.retain_source
         if reduction is not None:
             info.update(reduction.info(len(splits.retain)))
         return unlearned, info
-
-
-def _recalibrate(model: Classifier, job: Job[DauConfig], config: DauConfig) -> int:
-    generator = torch.Generator().manual_seed(config.seed + 1)
-    retain = job.splits.retain
-    rows = torch.randperm(len(retain), generator=generator)[: config.bn_recalibrate]
-    return recalibrate_batch_norm(model, retain, rows, job.device, generator=generator)
 
 
 register(Dau())
