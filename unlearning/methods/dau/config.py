@@ -120,6 +120,12 @@ WarmStart = Literal["none", "influence"]
 """Where the game starts (`warm_start.py`): `none`, the original model; `influence`, IU's one Newton-like
 step from it (the original stays the retain term's teacher)."""
 
+WarmStartStep = Literal["retain_drop", "forget_match"]
+"""How far the influence warm start goes along IU's direction (`warm_start.py`): `retain_drop`, IU's own
+rule (the largest step on the doubling grid costing at most `max_retain_drop` points of retain-probe
+accuracy); `forget_match`, among the steps that rule allows (its grid and a half-octave grid around the
+best), the one whose forget samples' confidence is closest (W1 of phi) to unseen data's."""
+
 SensitivityMethod = Literal["finite_difference", "jvp"]
 """How the attacker's sensitivity token is computed (`sensitivity.py`)."""
 
@@ -204,6 +210,14 @@ class DauConfig(MethodConfig):
         "class in the class scenario. Wasserstein critic: 5.0 (CRITIC_DEFAULTS).",
     )
     momentum: float = Field(0.9, ge=0, lt=1)
+    weight_average: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Return the exponential moving average of the defender's weights over the game's "
+        "iterations with this decay instead of its last iterate (None: the last iterate). Averaging the "
+        "generator is the usual way to calm a min-max game's oscillation.",
+    )
     weight_decay: float = Field(5e-4, ge=0, le=1)
     update_fraction: float = Field(
         1.0,
@@ -213,6 +227,9 @@ class DauConfig(MethodConfig):
     )
     warm_start: WarmStart = Field(
         "none", description="Where the game starts (WarmStart). auto, random forgetting, dense: influence."
+    )
+    warm_start_step: WarmStartStep = Field(
+        "retain_drop", description="warm_start influence: how far the step goes (WarmStartStep)."
     )
     warm_start_gib: float = Field(
         2.0,

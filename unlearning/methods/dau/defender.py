@@ -1,5 +1,6 @@
 """The defender's side of both DAU games: which weights train, its SGD with the linearly decaying rate,
-and one clipped step (the largest gradient norm before clipping is kept for the run's info)."""
+one clipped step (the largest gradient norm before clipping is kept for the run's info), and the optional
+moving average of its weights (`DauConfig.weight_average`) the game returns instead of the last iterate."""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ class DefenderStep:
         )
         self.max_grad_norm = torch.zeros((), device=device)
         """Largest defender gradient norm before clipping, kept on the device (no sync per iteration)."""
+        self.average: list[torch.Tensor] | None = None
+        self.decay = config.weight_average
+        if self.decay is not None:
+            self.average = [weight.detach().clone() for weight in self.trainable]
 
     def __call__(self, loss: torch.Tensor) -> None:
         loss.backward()
@@ -33,3 +38,12 @@ class DefenderStep:
         self.max_grad_norm = torch.maximum(self.max_grad_norm, norm.detach())
         optimiser_step(self.optimiser, self.defender)
         self.schedule.step()
+        if self.average is not None:
+            torch._foreach_lerp_(self.average, [w.detach() for w in self.trainable], 1 - self.decay)
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        """Put the averaged weights into the defender (no-op without `weight_average`)."""
+        if self.average is not None:
+            for weight, average in zip(self.trainable, self.average, strict=True):
+                weight.copy_(average)

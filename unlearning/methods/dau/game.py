@@ -148,6 +148,7 @@ class Game(ABC):
             if won_streak >= config.stop_patience:
                 stop_reason = "restored" if class_wise else "won"
                 break
+        self.step.finish()
         progress(1.0, "done")
         return self.defender, {
             "critic": self.critic,
