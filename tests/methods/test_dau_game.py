@@ -10,6 +10,7 @@ import torch
 from memorising_problem import memorising_problem, one_thread, snapshot, stop_after  # noqa: F401
 
 from unlearning.methods import get_method, parse_params
+from unlearning.methods.dau.defender import DefenderStep
 from unlearning.training import accuracy
 from unlearning.types import Cancelled
 
@@ -140,3 +141,41 @@ def test_the_defender_step_is_clipped_and_its_learning_rate_decays() -> None:
     assert info["max_defender_grad_norm"] > 1e-6  # the norm before clipping is reported
     decayed, _ = moved(max_grad_norm=None, lr_decay=True)
     assert decayed < free  # a linearly decaying rate (mean 0.55 of the start) moves less than a constant one
+
+
+def test_weight_average_puts_the_moving_average_of_the_iterates_into_the_defender() -> None:
+    defender = copy.deepcopy(memorising_problem().model)
+    config = parse_params("dau", {"weight_average": 0.6, "update_fraction": 0.5, "momentum": 0.0})
+    step = DefenderStep(defender, config, torch.device("cpu"))
+    frozen = {name: value.clone() for name, value in defender.named_parameters() if not value.requires_grad}
+    expected = [weight.detach().double().clone() for weight in step.trainable]
+    for _ in range(3):
+        step(sum((weight**2).sum() for weight in step.trainable))  # type: ignore[arg-type]
+        for average, weight in zip(expected, step.trainable, strict=True):
+            average += 0.4 * (weight.detach().double() - average)
+    last = [weight.detach().clone() for weight in step.trainable]
+    assert step.finish()
+    for weight, average, iterate in zip(step.trainable, expected, last, strict=True):
+        assert torch.allclose(weight.double(), average, atol=1e-6)
+        assert not torch.allclose(weight, iterate)  # not the last iterate
+    assert frozen and all(
+        torch.equal(value, dict(defender.named_parameters())[n]) for n, value in frozen.items()
+    )
+    plain = DefenderStep(defender, parse_params("dau", {}), torch.device("cpu"))
+    assert not plain.finish()
+
+
+def test_a_game_with_weight_average_returns_the_average_and_checks_it() -> None:
+    splits = memorising_problem().random_splits
+    params = {"critic": "wasserstein", "iterations": 6, "stop_patience": 100}
+    averaged, info, _ = run_dau(splits, weight_average=0.7, **params)
+    last, plain_info, _ = run_dau(splits, **params)
+    assert plain_info["averaged_check"] is None
+    check = info["averaged_check"]
+    assert check["iteration"] == info["iterations"] == 6
+    assert info["membership_auc"]["trace"][-1] != check  # the trace reads the iterates, the check the average
+    differences = [
+        not torch.equal(a, b) for a, b in zip(averaged.parameters(), last.parameters(), strict=True)
+    ]
+    assert any(differences)
+    json.dumps(info)

@@ -99,31 +99,6 @@ def sample_rows(count: int, limit: int, generator: torch.Generator) -> Tensor:
     return torch.randperm(count, generator=generator)[: min(limit, count)]
 
 
-class StepLine:
-    """theta + Delta(rho) along one direction (module docstring), applied to `model` in place."""
-
-    def __init__(self, model: Classifier, direction: Params) -> None:
-        self.model, self.direction = model, direction
-        self.params = dict(model.named_parameters())
-        self.start = {name: param.detach().clone() for name, param in self.params.items()}
-        self.theta_norm = math.sqrt(sum(float(value.pow(2).sum()) for value in self.start.values()))
-        self.direction_norm = math.sqrt(sum(float(value.pow(2).sum()) for value in direction.values()))
-
-    @property
-    def usable(self) -> bool:
-        return self.direction_norm != 0 and math.isfinite(self.direction_norm)
-
-    def scale(self, rho: float) -> float:
-        return rho * self.theta_norm / self.direction_norm
-
-    def move(self, rho: float) -> None:
-        scale = self.scale(rho)
-        with torch.no_grad():
-            for name, param in self.params.items():
-                param.copy_(self.start[name] + scale * self.direction[name])
-        self.model.apply_masks()
-
-
 def largest_safe_step(
     model: Classifier,
     direction: Params,
@@ -136,24 +111,35 @@ def largest_safe_step(
 
     `direction` covers every parameter (zeros allowed); pruned entries are zeroed afterwards as always.
     """
-    line = StepLine(model, direction)
-    if not line.usable:
-        return {"rho": 0.0, "scale": 0.0, "reason": f"direction norm is {line.direction_norm}", "trace": []}
+    params = dict(model.named_parameters())
+    start = {name: param.detach().clone() for name, param in params.items()}
+    theta_norm = math.sqrt(sum(float(value.pow(2).sum()) for value in start.values()))
+    direction_norm = math.sqrt(sum(float(value.pow(2).sum()) for value in direction.values()))
+    if direction_norm == 0 or not math.isfinite(direction_norm):
+        return {"rho": 0.0, "scale": 0.0, "reason": f"direction norm is {direction_norm}", "trace": []}
+
+    def move(rho: float) -> None:
+        scale = rho * theta_norm / direction_norm
+        with torch.no_grad():
+            for name, param in params.items():
+                param.copy_(start[name] + scale * direction[name])
+        model.apply_masks()
+
     base_accuracy = accuracy(model, probe)
     best, trace = 0.0, []
     for step, rho in enumerate(RHO_GRID):
         raise_if_stopped(should_stop, "step-size search")
-        line.move(rho)
+        move(rho)
         probe_accuracy = accuracy(model, probe)
         trace.append({"rho": rho, "probe_accuracy": round(probe_accuracy, 2)})
         progress(0.9 + 0.1 * (step + 1) / len(RHO_GRID), "step size")
         if base_accuracy - probe_accuracy > max_retain_drop:
             break
         best = rho
-    line.move(best)
+    move(best)
     return {
         "rho": best,
-        "scale": line.scale(best),
+        "scale": best * theta_norm / direction_norm,
         "probe_accuracy_start": round(base_accuracy, 2),
         "trace": trace,
     }

@@ -89,11 +89,12 @@ RANDOM_GAME_DEFAULTS: dict[str, Any] = {
     "nonmember_distill": 5.0,
     "alpha": 3.0,
     "retain_distill": 2.0,
+    "weight_average": 0.8,
 }
 """What `auto` plays for random forgetting on a dense model, on top of the critic's defaults: the game starts
 from IU's step (`warm_start.py`), taken on 500 retain gradients, and plays 25 iterations on the last half of
 the weights, with the non-member anchor holding the original's outputs on unseen data, a critic twice as
-strong and a lighter retain term.
+strong and a lighter retain term, and returns the moving average of its iterates.
 
 - The warm start. With IU's own 1000 gradients the step took 10-13 s, most of dau's time, on every machine
   seen (an N x N Gram matrix of N x 304k gradients and N per-sample gradients). 500 gradients take about
@@ -114,17 +115,16 @@ strong and a lighter retain term.
   machine, seeds 0-2: 1.61 +- 0.71 against 1.91 +- 0.69, lower on every seed (the anchor alone held
   accuracy but forgot less: 2.12 +- 0.68); seeds 3-5: 1.51 +- 0.71 against 1.60 +- 0.59; seeds 6-8: 2.09
   +- 1.62 against 2.29 +- 1.63. Lower on 8 of the 9 seeds, by 0.20 +- 0.11 paired
-  (`bench/results/cpu-2026-12-04/`)."""
+  (`bench/results/cpu-2026-12-04/`).
+- The moving average of the iterates (`weight_average` 0.8, about the last five steps), measured on a machine
+  of a third kind (`AMD EPYC`, a retrain 173-207 s), against the game above on the same references. Seeds
+  0-2: 1.42 +- 0.12 against 1.48 +- 0.25 (0.9: 1.63 +- 0.47, 0.7: 1.44 +- 0.24); seeds 3-5: 0.89 +- 0.04
+  against 1.12 +- 0.22, lower on every seed; the noise floor there is 0.98 +- 0.19
+  (`bench/results/cpu-epyc-2026-12-04/`)."""
 
 WarmStart = Literal["none", "influence"]
 """Where the game starts (`warm_start.py`): `none`, the original model; `influence`, IU's one Newton-like
 step from it (the original stays the retain term's teacher)."""
-
-WarmStartStep = Literal["retain_drop", "forget_match"]
-"""How far the influence warm start goes along IU's direction (`warm_start.py`): `retain_drop`, IU's own
-rule (the largest step on the doubling grid costing at most `max_retain_drop` points of retain-probe
-accuracy); `forget_match`, among the steps that rule allows (its grid and a half-octave grid around the
-best), the one whose forget samples' confidence is closest (W1 of phi) to unseen data's."""
 
 SensitivityMethod = Literal["finite_difference", "jvp"]
 """How the attacker's sensitivity token is computed (`sensitivity.py`)."""
@@ -214,9 +214,10 @@ class DauConfig(MethodConfig):
         None,
         ge=0,
         lt=1,
-        description="Return the exponential moving average of the defender's weights over the game's "
-        "iterations with this decay instead of its last iterate (None: the last iterate). Averaging the "
-        "generator is the usual way to calm a min-max game's oscillation.",
+        description="Return the exponential moving average of the trainable weights over the game's "
+        "iterations, with this decay, instead of the last iterate (None: the last iterate). Each step "
+        "follows one noisy batch of forget, non-member and retain samples; the average keeps what the last "
+        "few steps agree on. RANDOM_GAME_DEFAULTS: 0.8.",
     )
     weight_decay: float = Field(5e-4, ge=0, le=1)
     update_fraction: float = Field(
@@ -227,9 +228,6 @@ class DauConfig(MethodConfig):
     )
     warm_start: WarmStart = Field(
         "none", description="Where the game starts (WarmStart). auto, random forgetting, dense: influence."
-    )
-    warm_start_step: WarmStartStep = Field(
-        "retain_drop", description="warm_start influence: how far the step goes (WarmStartStep)."
     )
     warm_start_gib: float = Field(
         2.0,

@@ -26,10 +26,10 @@ class DefenderStep:
         )
         self.max_grad_norm = torch.zeros((), device=device)
         """Largest defender gradient norm before clipping, kept on the device (no sync per iteration)."""
-        self.average: list[torch.Tensor] | None = None
-        self.decay = config.weight_average
-        if self.decay is not None:
-            self.average = [weight.detach().clone() for weight in self.trainable]
+        average = config.weight_average
+        self.average = None if average is None else [weight.detach().clone() for weight in self.trainable]
+        """The moving average of the trainable weights, from the game's start (`weight_average`)."""
+        self.blend = 1.0 - (average or 0.0)
 
     def __call__(self, loss: torch.Tensor) -> None:
         loss.backward()
@@ -39,11 +39,14 @@ class DefenderStep:
         optimiser_step(self.optimiser, self.defender)
         self.schedule.step()
         if self.average is not None:
-            torch._foreach_lerp_(self.average, [w.detach() for w in self.trainable], 1 - self.decay)
+            for average, weight in zip(self.average, self.trainable, strict=True):
+                average.lerp_(weight.detach(), self.blend)
 
     @torch.no_grad()
-    def finish(self) -> None:
-        """Put the averaged weights into the defender (no-op without `weight_average`)."""
-        if self.average is not None:
-            for weight, average in zip(self.trainable, self.average, strict=True):
-                weight.copy_(average)
+    def finish(self) -> bool:
+        """Put the averaged weights into the defender; False (nothing done) without `weight_average`."""
+        if self.average is None:
+            return False
+        for weight, average in zip(self.trainable, self.average, strict=True):
+            weight.copy_(average)
+        return True

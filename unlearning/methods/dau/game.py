@@ -9,6 +9,8 @@ accuracy recovered (within `retain_tolerance` of the start), `stop_patience` che
 alpha drops to 0 once the class is forgotten (the attacker at chance, or forget accuracy at most
 `class_forgotten_accuracy`; not before `class_alpha_iterations`), the rest of the budget restores retain
 accuracy, and the game stops once it is recovered (to `class_restore_target`, within `retain_tolerance`).
+The game returns the last iterate or, with `weight_average`, the moving average of the iterates, which is
+checked once more (`averaged_check`; the trace reads the iterates).
 """
 
 from __future__ import annotations
@@ -148,7 +150,10 @@ class Game(ABC):
             if won_streak >= config.stop_patience:
                 stop_reason = "restored" if class_wise else "won"
                 break
-        self.step.finish()
+        averaged = None
+        if self.step.finish():
+            with self.clock.stage("evaluate"):
+                averaged = self._evaluate(iteration).as_dict()
         progress(1.0, "done")
         return self.defender, {
             "critic": self.critic,
@@ -160,6 +165,7 @@ class Game(ABC):
             "retain_probe_accuracy_target": round(restore_to, 2),
             "max_defender_grad_norm": round(float(self.step.max_grad_norm), 3),
             "alpha_off_at": alpha_off_at,
+            "averaged_check": averaged,
             **self._report(trace),
         }
 
