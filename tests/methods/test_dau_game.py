@@ -158,9 +158,8 @@ def test_weight_average_puts_the_moving_average_of_the_iterates_into_the_defende
     for weight, average, iterate in zip(step.trainable, expected, last, strict=True):
         assert torch.allclose(weight.double(), average, atol=1e-6)
         assert not torch.allclose(weight, iterate)  # not the last iterate
-    assert frozen and all(
-        torch.equal(value, dict(defender.named_parameters())[n]) for n, value in frozen.items()
-    )
+    params = dict(defender.named_parameters())
+    assert frozen and all(torch.equal(value, params[name]) for name, value in frozen.items())
     plain = DefenderStep(defender, parse_params("dau", {}), torch.device("cpu"))
     assert not plain.finish()
 
